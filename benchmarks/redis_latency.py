@@ -1,0 +1,300 @@
+"""Per-request latency of shoal on Redis, beside the raw floor and the peers.
+
+Not a test: a script that prints a table. One request = load a session,
+change one key, save it; the session holds about 500 bytes. In the same run,
+on the same Redis, with the same redis-py (hiredis parser when installed):
+
+- the raw floor: redis-py ``GET`` + ``SET`` of the same 500 bytes by key;
+- shoal through ``SessionManager.open`` under ``merge`` and ``serialized``
+  (lock included), on the store ``open_store`` builds (circuit breaker
+  included), and ``merge`` for a request that only reads (unchanged, not due
+  a touch);
+- the peers, each skipped with a note when not installed
+  (``pip install 'shoal[bench]'``): Beaker's ``ext:redis`` session,
+  Flask-Session's ``RedisSessionInterface`` (open_session/save_session on one
+  prepared request), Django's cache session backend on ``RedisCache``.
+
+Round trips are counted on the client for every variant alike: every redis-py
+connection's ``send_packed_command`` is wrapped (one call = one write to the
+socket = one round trip; a pipeline is one). Medians and p90 of one request,
+and the ratio of medians to the floor, over ``--rounds`` rounds in which the
+variants are interleaved request by request (see ``measure``).
+
+    python benchmarks/redis_latency.py                   # a private redis-server
+    python benchmarks/redis_latency.py --redis-url redis://127.0.0.1:6390/5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis  # noqa: E402
+from redis.connection import AbstractConnection  # noqa: E402
+from redis.utils import HIREDIS_AVAILABLE  # noqa: E402
+
+from shoal import SessionManager  # noqa: E402
+from shoal.stores import open_store  # noqa: E402
+
+SESSION = {
+    "user": {"id": 4711, "name": "Ada Lovelace", "email": "ada@example.org", "roles": ["admin"]},
+    "cart": [{"sku": f"SKU-{i:05d}", "qty": i % 3 + 1, "price": "19.90"} for i in range(5)],
+    "csrf": "x" * 43,
+    "theme": "dark",
+    "visits": 0,
+}
+PAYLOAD = (repr(SESSION).encode() * 2)[:500]  # the floor's bytes: the same size
+
+Request = Callable[[int], None]
+
+
+class RoundTrips:
+    """Writes to Redis sockets, by every redis-py connection of this process."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        original = AbstractConnection.send_packed_command
+
+        def counted(self: Any, command: Any, check_health: bool = True) -> None:
+            cls.count += 1
+            original(self, command, check_health)  # type: ignore[no-untyped-call]
+
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+
+
+@dataclass
+class Row:
+    variant: str
+    times: list[float]
+    round_trips: float
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def p90(self) -> float:
+        return statistics.quantiles(self.times, n=10)[-1]
+
+
+def measure(variants: dict[str, Request], n: int, warmup: int) -> dict[str, Row]:
+    """``n`` requests of every variant, interleaved: request i of each, in turn.
+
+    Interleaving one request at a time (the order rotating) lets every
+    variant see the same machine: on a shared host a burst of load then
+    slows all of them alike instead of the one that happened to be running.
+    """
+    names = list(variants)
+    for i in range(warmup):
+        for name in names:
+            variants[name](i)
+    rows = {name: Row(name, [], 0.0) for name in names}
+    for i in range(n):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            before = RoundTrips.count
+            started = time.perf_counter()
+            variants[name](warmup + i)
+            elapsed = time.perf_counter() - started
+            rows[name].times.append(elapsed)
+            rows[name].round_trips += RoundTrips.count - before
+    for row in rows.values():
+        row.round_trips /= n
+    return rows
+
+
+# -- the variants -----------------------------------------------------------------
+
+
+def floor(url: str) -> Request:
+    client = redis.Redis.from_url(url)
+    key = f"floor:{uuid.uuid4().hex}"
+    client.set(key, PAYLOAD)
+
+    def request(i: int) -> None:
+        data = client.get(key)
+        assert isinstance(data, bytes)
+        client.set(key, data[:-4] + i.to_bytes(4, "big"))
+
+    return request
+
+
+def shoal(url: str, policy: str, *, change: bool = True) -> Request:
+    # touch_interval as the default (60 s): no request here is due a touch.
+    manager = SessionManager(open_store(url), app_id=f"bench{uuid.uuid4().hex[:6]}", policy=policy)
+    with manager.open() as session:
+        session.update(SESSION)
+    sid = session.id
+
+    if not change:
+
+        def read(i: int) -> None:
+            with manager.open(sid) as session:
+                assert session["theme"] == "dark"
+
+        return read
+
+    def request(i: int) -> None:
+        with manager.open(sid) as session:
+            session["visits"] = i
+
+    return request
+
+
+def beaker(url: str) -> Request:
+    from beaker.session import Session  # type: ignore[import-untyped,unused-ignore]
+
+    options = {"type": "ext:redis", "url": url, "use_cookies": False}
+    first = Session({}, **options)
+    first.update(SESSION)
+    first.save()
+    sid = first.id
+
+    def request(i: int) -> None:
+        session = Session({}, id=sid, **options)
+        session["visits"] = i
+        session.save()
+
+    return request
+
+
+def flask_session(url: str) -> Request:
+    from flask import Flask
+    from flask_session import Session  # type: ignore[import-untyped,unused-ignore]
+
+    app = Flask("bench")
+    app.config.update(
+        SECRET_KEY="bench" * 8, SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(url)
+    )
+    Session(app)
+    interface = app.session_interface
+    with app.test_request_context():
+        from flask import request as current
+
+        first = interface.open_session(app, current)
+        assert first is not None
+        first.update(SESSION)
+        response = app.response_class()
+        interface.save_session(app, first, response)
+        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    context = app.test_request_context(headers={"Cookie": cookie})
+    context.push()  # one prepared request, so only the session work is timed
+    prepared = context.request
+    response = app.response_class()
+
+    def request(i: int) -> None:
+        session = interface.open_session(app, prepared)
+        assert session is not None
+        session["visits"] = i
+        interface.save_session(app, session, response)
+
+    return request
+
+
+def django_cache(url: str) -> Request:
+    import django  # type: ignore[import-untyped,unused-ignore]
+    from django.conf import settings  # type: ignore[import-untyped,unused-ignore]
+
+    settings.configure(
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                            "LOCATION": url}},
+        INSTALLED_APPS=["django.contrib.sessions"],
+        SECRET_KEY="bench-" + "k" * 50,
+        SESSION_ENGINE="django.contrib.sessions.backends.cache",
+        USE_TZ=True,
+    )  # fmt: skip
+    django.setup()
+    from django.contrib.sessions.backends.cache import SessionStore  # type: ignore[import-untyped,unused-ignore]
+
+    first = SessionStore()
+    first.update(SESSION)
+    first.save()
+    key = first.session_key
+
+    def request(i: int) -> None:
+        session = SessionStore(key)
+        session["visits"] = i  # loads (one GET), then marks it modified
+        session.save()
+
+    return request
+
+
+PEERS: dict[str, Callable[[str], Request]] = {
+    "beaker ext:redis": beaker,
+    "flask-session redis": flask_session,
+    "django cache backend": django_cache,
+}
+
+
+# -- the run ------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_url(url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    from tests.servers import RedisServer
+
+    with RedisServer() as server:
+        yield server.url
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    rows: dict[str, Row] = {}
+    n, warmup = args.requests, max(50, args.requests // 10)
+    RoundTrips.install()
+    with redis_url(args.redis_url) as url:
+        variants: dict[str, Request] = {
+            "floor GET+SET": floor(url),
+            "shoal merge": shoal(url, "merge"),
+            "shoal serialized": shoal(url, "serialized"),
+            "shoal merge, unchanged": shoal(url, "merge", change=False),
+        }
+        for name, make in PEERS.items():
+            try:
+                variants[name] = make(url)
+            except ImportError as exc:
+                print(f"  ({name}: {exc.name} is not installed: pip install 'shoal[bench]'; "
+                      "skipped)")
+        for round_ in range(args.rounds):
+            for name, row in measure(variants, n, warmup).items():
+                total = rows.setdefault(name, Row(name, [], row.round_trips))
+                total.times.extend(row.times)
+                print(f"  round {round_ + 1} {name:<24} median {row.median * 1e6:8.1f} us",
+                      flush=True)
+    return list(rows.values())
+
+
+def report(rows: list[Row]) -> None:
+    base = next(row for row in rows if row.variant == "floor GET+SET")
+    print()
+    print(f"redis-py {redis.__version__}, hiredis parser: {bool(HIREDIS_AVAILABLE)}")
+    print(f"{'variant':<26}{'median us':>10}{'p90 us':>9}{'x floor':>9}{'round trips':>13}")
+    for row in rows:
+        print(f"{row.variant:<26}{row.median * 1e6:>10.1f}{row.p90 * 1e6:>9.1f}"
+              f"{row.median / base.median:>8.2f}x{row.round_trips:>13.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--redis-url", help="an existing Redis (default: a private one)")
+    parser.add_argument("--requests", type=int, default=3000, help="per variant and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of interleaved requests")
+    report(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

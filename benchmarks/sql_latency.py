@@ -1,0 +1,383 @@
+"""Per-request latency of shoal on PostgreSQL and SQLite, beside the raw floor.
+
+Not a test: a script that prints a table. One request = load a session,
+change one key, save it; the session holds about 500 bytes. For each store
+it measures, in the same run and on the same database:
+
+- shoal through ``SessionManager.open`` (policies ``merge`` and
+  ``serialized``; the store as ``open_store`` builds it, breaker included);
+- the raw floor: one SELECT and one UPSERT of the same 500 bytes by key
+  (psycopg / sqlite3 directly, autocommit, the same prepare threshold);
+- Django's database session backend (``django.contrib.sessions.backends.db``)
+  on the same database, as the peer, when Django is installed.
+
+It prints the median and p90 of one request, the ratio of medians to the
+floor, and the statements each request sent (a counting cursor for
+PostgreSQL; the SQLite trace callback; Django's captured queries, which do
+not show the BEGIN/COMMIT its atomic() adds).
+
+    python benchmarks/sql_latency.py                 # private PostgreSQL + SQLite
+    python benchmarks/sql_latency.py --pg-url postgresql://u@host/db --requests 5000
+
+Without ``--pg-url`` it starts a private PostgreSQL (tests/servers, as the
+tests do: fsync and synchronous_commit off, so both shoal and the floor
+measure round trips and CPU, not the disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shoal import SessionManager  # noqa: E402
+from shoal.stores._breaker import BreakerStore, breaker_for  # noqa: E402
+from shoal.stores.base import Store  # noqa: E402
+from shoal.stores.sqlite import SQLiteStore  # noqa: E402
+
+SESSION = {
+    "user": {"id": 4711, "name": "Ada Lovelace", "email": "ada@example.org", "roles": ["admin"]},
+    "cart": [{"sku": f"SKU-{i:05d}", "qty": i % 3 + 1, "price": "19.90"} for i in range(5)],
+    "csrf": "x" * 43,
+    "theme": "dark",
+    "visits": 0,
+}
+PAYLOAD = (repr(SESSION).encode() * 2)[:500]  # the floor's bytes: the same size
+
+
+@dataclass
+class Row:
+    store: str
+    variant: str
+    times: list[float]
+    statements: float
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def p90(self) -> float:
+        return statistics.quantiles(self.times, n=10)[-1]
+
+
+class Counter:
+    """Statements sent, as counted by the hooks below."""
+
+    count = 0
+
+
+def measure(request: Callable[[int], None], n: int, warmup: int) -> tuple[list[float], float]:
+    """Latencies of ``n`` requests (after ``warmup``), and statements per request."""
+    for i in range(warmup):
+        request(i)
+    before = Counter.count
+    times = []
+    for i in range(n):
+        started = time.perf_counter()
+        request(warmup + i)
+        times.append(time.perf_counter() - started)
+    return times, (Counter.count - before) / n
+
+
+# -- shoal -----------------------------------------------------------------------
+
+
+def shoal_request(manager: SessionManager, sid: str) -> Callable[[int], None]:
+    def request(i: int) -> None:
+        with manager.open(sid) as session:
+            session["visits"] = i
+
+    return request
+
+
+def new_session(manager: SessionManager) -> str:
+    with manager.open() as session:
+        session.update(SESSION)
+    return session.id
+
+
+def manager_on(store: Store, policy: str) -> SessionManager:
+    # touch_interval as the default (60 s): no request here is due a touch.
+    return SessionManager(store, app_id=f"bench-{policy}", policy=policy)
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+def counting_cursor() -> type:
+    import psycopg
+
+    class CountingCursor(psycopg.Cursor[Any]):
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            Counter.count += 1
+            return super().execute(*args, **kwargs)
+
+    return CountingCursor
+
+
+def pg_store(url: str) -> Store:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from shoal.stores.postgresql import PostgresStore
+
+    parts = urlsplit(url)
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
+    table = f"bench_{uuid.uuid4().hex[:8]}"
+    inner = PostgresStore(
+        conninfo, url=url, table=table, min_size=1, max_size=2,
+        connect_kwargs={"cursor_factory": counting_cursor()},
+    )
+    return BreakerStore(inner, breaker_for(f"{url}#bench"))
+
+
+def pg_floor(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True, cursor_factory=counting_cursor())
+    table = f"floor_{uuid.uuid4().hex[:8]}"
+    conn.execute(
+        f"CREATE TABLE {table} (app_id text, id_hash text, data bytea NOT NULL,"
+        " PRIMARY KEY (app_id, id_hash))"
+    )
+    select = f"SELECT data FROM {table} WHERE app_id = %s AND id_hash = %s"
+    upsert = (
+        f"INSERT INTO {table} (app_id, id_hash, data) VALUES (%s, %s, %s)"
+        " ON CONFLICT (app_id, id_hash) DO UPDATE SET data = excluded.data"
+    )
+    key = ("bench", "f" * 64)
+    conn.execute(upsert, (*key, PAYLOAD))
+
+    def request(i: int) -> None:
+        row = conn.execute(select, key).fetchone()
+        assert row is not None
+        conn.execute(upsert, (*key, bytes(row[0])[:-4] + i.to_bytes(4, "big")))
+
+    def cleanup() -> None:
+        conn.execute(f"DROP TABLE {table}")
+        conn.close()
+
+    return request, cleanup
+
+
+# -- SQLite ------------------------------------------------------------------------
+
+
+def sqlite_floor(path: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.set_trace_callback(lambda _: setattr(Counter, "count", Counter.count + 1))
+    conn.execute(
+        "CREATE TABLE floor (app_id TEXT, id_hash TEXT, data BLOB NOT NULL,"
+        " PRIMARY KEY (app_id, id_hash)) WITHOUT ROWID"
+    )
+    key = ("bench", "f" * 64)
+    upsert = (
+        "INSERT INTO floor (app_id, id_hash, data) VALUES (?, ?, ?)"
+        " ON CONFLICT (app_id, id_hash) DO UPDATE SET data = excluded.data"
+    )
+    conn.execute(upsert, (*key, PAYLOAD))
+
+    def request(i: int) -> None:
+        row = conn.execute("SELECT data FROM floor WHERE app_id = ? AND id_hash = ?", key)
+        data = row.fetchone()[0]
+        conn.execute(upsert, (*key, data[:-4] + i.to_bytes(4, "big")))
+
+    return request, conn.close
+
+
+def count_sqlite_statements(store: SQLiteStore) -> None:
+    """The trace callback on this thread's connection of the store."""
+    store._conn().set_trace_callback(lambda _: setattr(Counter, "count", Counter.count + 1))
+
+
+# -- Django ------------------------------------------------------------------------
+
+
+class DjangoPeer:
+    """Django's db session backend, on the database alias chosen by ``use()``."""
+
+    def __init__(self, sqlite_path: str, pg_url: str | None) -> None:
+        import django  # type: ignore[import-untyped,unused-ignore]
+        from django.conf import settings  # type: ignore[import-untyped,unused-ignore]
+
+        databases: dict[str, Any] = {
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_path},
+        }
+        if pg_url is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(pg_url)
+            databases["pg"] = {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": parts.path.lstrip("/"),
+                "USER": parts.username or "",
+                "PASSWORD": parts.password or "",
+                "HOST": parts.hostname or "",
+                "PORT": str(parts.port or 5432),
+                "CONN_MAX_AGE": None,
+            }
+        self.alias = "default"
+        peer = self
+
+        class Router:
+            def db_for_read(self, model: Any, **hints: Any) -> str:
+                return peer.alias
+
+            def db_for_write(self, model: Any, **hints: Any) -> str:
+                return peer.alias
+
+            def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool:
+                return True
+
+        settings.configure(
+            DATABASES=databases,
+            DATABASE_ROUTERS=[Router()],
+            INSTALLED_APPS=["django.contrib.sessions"],
+            SECRET_KEY="bench-" + "k" * 50,
+            SESSION_ENGINE="django.contrib.sessions.backends.db",
+            USE_TZ=True,
+        )
+        django.setup()
+        from django.core.management import call_command  # type: ignore[import-untyped,unused-ignore]
+
+        for alias in databases:
+            call_command("migrate", database=alias, verbosity=0)
+        if "default" in databases:
+            from django.db import connections  # type: ignore[import-untyped,unused-ignore]
+
+            with connections["default"].cursor() as cursor:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+
+    def request_on(self, alias: str) -> Callable[[int], None]:
+        from django.contrib.sessions.backends.db import SessionStore  # type: ignore[import-untyped,unused-ignore]
+        from django.db import connections  # type: ignore[import-untyped,unused-ignore]
+
+        self.alias = alias
+        first = SessionStore()
+        first.update(SESSION)
+        first.save()
+        key = first.session_key
+        conn = connections[alias]
+        conn.force_debug_cursor = True
+
+        def request(i: int) -> None:
+            session = SessionStore(key)
+            session["visits"] = i  # loads (one SELECT), then marks it modified
+            session.save()
+            Counter.count += len(conn.queries_log)
+            conn.queries_log.clear()
+
+        return request
+
+
+# -- the run -----------------------------------------------------------------------
+
+
+@contextmanager
+def postgres(url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    from tests.servers import PostgresServer
+
+    with PostgresServer() as server:
+        yield server.url
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    n, warmup = args.requests, max(50, args.requests // 10)
+
+    def add(store: str, variant: str, request: Callable[[int], None]) -> None:
+        times, statements = measure(request, n, warmup)
+        rows.append(Row(store, variant, times, statements))
+        print(f"  {store:<10} {variant:<22} median {statistics.median(times) * 1e6:8.1f} us",
+              flush=True)
+
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="shoal-bench-"))
+        pg_url = stack.enter_context(postgres(args.pg_url)) if not args.no_postgres else None
+
+        for _ in range(args.rounds):
+            if pg_url is not None:
+                request, cleanup = pg_floor(pg_url)
+                add("postgresql", "floor SELECT+UPSERT", request)
+                cleanup()
+                store = pg_store(pg_url)
+                for policy in ("merge", "serialized"):
+                    manager = manager_on(store, policy)
+                    sid = new_session(manager)
+                    add("postgresql", f"shoal {policy}", shoal_request(manager, sid))
+                store.close()
+
+            path = os.path.join(tmp, f"s{uuid.uuid4().hex[:6]}.db")
+            request, cleanup = sqlite_floor(path)
+            add("sqlite", "floor SELECT+UPSERT", request)
+            cleanup()
+            sqlite_store = SQLiteStore(path)
+            for policy in ("merge", "serialized"):
+                manager = manager_on(sqlite_store, policy)
+                sid = new_session(manager)
+                count_sqlite_statements(sqlite_store)
+                add("sqlite", f"shoal {policy}", shoal_request(manager, sid))
+            sqlite_store.close()
+
+        try:
+            peer = DjangoPeer(os.path.join(tmp, "django.db"), pg_url)
+        except ImportError:
+            print("  (Django is not installed: pip install 'shoal[bench]'; peer skipped)")
+        else:
+            for _ in range(args.rounds):
+                add("sqlite", "django db backend", peer.request_on("default"))
+                if pg_url is not None:
+                    add("postgresql", "django db backend", peer.request_on("pg"))
+    return rows
+
+
+def report(rows: list[Row]) -> None:
+    merged: dict[tuple[str, str], Row] = {}
+    for row in rows:
+        key = (row.store, row.variant)
+        if key in merged:
+            merged[key].times.extend(row.times)
+        else:
+            merged[key] = Row(row.store, row.variant, list(row.times), row.statements)
+    print()
+    print(f"{'store':<11}{'variant':<23}{'median us':>10}{'p90 us':>9}{'x floor':>9}"
+          f"{'stmts/req':>11}")
+    for store in ("postgresql", "sqlite"):
+        floor = merged.get((store, "floor SELECT+UPSERT"))
+        for (s, variant), row in merged.items():
+            if s != store:
+                continue
+            ratio = f"{row.median / floor.median:.2f}x" if floor else "-"
+            print(f"{store:<11}{variant:<23}{row.median * 1e6:>10.1f}{row.p90 * 1e6:>9.1f}"
+                  f"{ratio:>9}{row.statements:>11.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pg-url", help="an existing PostgreSQL (default: a private one)")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--requests", type=int, default=2000, help="per variant and round")
+    parser.add_argument("--rounds", type=int, default=3, help="variants alternate per round")
+    report(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""What every ``shoal`` command shares: where the store is, JSON output, errors, times.
+
+Exit codes: 0 done, 1 failed (store unavailable, no such session, demo check
+failed), 2 bad invocation (unknown option, bad store URL, malformed or
+ambiguous session id). Every failure is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError, ShoalError
+from ..stores import open_store
+from ..stores.base import RecordInfo, Store
+
+__all__ = [
+    "BadInput",
+    "CliError",
+    "Settings",
+    "ShoalGroup",
+    "duration",
+    "emit_json",
+    "json_option",
+    "local_time",
+    "new_console",
+    "new_table",
+    "relative",
+    "state_of",
+    "store_option",
+    "store_options",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """A failure, told in one line on stderr; exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the cause said
+
+
+class BadInput(CliError):
+    """A bad store URL, option or session id; exit code 2, as click's usage errors."""
+
+    exit_code = 2
+
+
+class ShoalGroup(click.Group):
+    """Turns shoal's own errors into one-line messages instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise BadInput(str(exc)) from exc
+        except ShoalError as exc:
+            raise CliError(str(exc)) from exc
+
+
+@dataclass(slots=True)
+class Settings:
+    """The group's options, which a subcommand's own ``--store``/``--app-id`` override."""
+
+    store_url: str
+    app_id: str | None  # None: every application, where a command can list them all
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[Store]:
+        """The store, opened for one command and closed after it."""
+        store = open_store(self.store_url)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    settings = ctx.find_object(Settings)  # set by the group before a subcommand parses
+    if value is not None and settings is not None and param.name is not None:
+        setattr(settings, param.name, value)
+
+
+def store_option(command: F) -> F:
+    """``--store`` after the subcommand too: ``shoal ls --store URL``."""
+    return click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        callback=_override,
+        expose_value=False,
+        help="Store URL (overrides the one given before the command).",
+    )(command)
+
+
+def store_options(command: F) -> F:
+    """``--store`` and ``--app-id`` after the subcommand too."""
+    command = click.option(
+        "--app-id", callback=_override, expose_value=False, help="Only this application."
+    )(command)
+    return store_option(command)
+
+
+def json_option(command: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table."
+    )(command)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def state_of(info: RecordInfo, now: float) -> str:
+    """``live``, ``expired`` (awaiting purge) or ``invalidated`` (a tombstone)."""
+    if info.invalidated:
+        return "invalidated"
+    return "expired" if info.expires <= now else "live"
+
+
+def duration(seconds: float) -> str:
+    """A short span in its largest unit, rounded down: ``42s``, ``29m``, ``5h``, ``6d``."""
+    whole = int(abs(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def relative(when: float, now: float) -> str:
+    """``in 29m`` for the future, ``3m ago`` for the past."""
+    return f"in {duration(when - now)}" if when > now else f"{duration(now - when)} ago"
+
+
+def new_console() -> Console:
+    """A console that prints text as given: store data (app ids, keys, URLs) may
+    hold ``[...]``, which rich markup would swallow or fail on."""
+    return Console(markup=False)
+
+
+def new_table(**options: Any) -> Table:
+    """A compact table: 80 columns (the width of a pipe) hold a full ``ls`` row."""
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0), pad_edge=False, **options)
+
+
+def local_time(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))

@@ -1,0 +1,387 @@
+"""``shoal ls | show | rm | purge | stats``: look after the sessions in a store.
+
+Thin commands over the store contract (``records``, ``load``, ``invalidate``,
+``delete``, ``purge``), like Django's ``clearsessions``. Nothing here touches
+a session: an admin looking at it is not activity, so ``load`` runs without
+a ``Touch`` and idle expiry does not move.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import orjson
+from rich.pretty import Pretty
+from rich.table import Table
+
+from ..codec import Codec, JsonCodec, decode_field
+from ..ids import hash_id, is_well_formed
+from ..stores.base import Record, RecordInfo, Store
+from ._common import (
+    BadInput,
+    CliError,
+    Settings,
+    emit_json,
+    json_option,
+    local_time,
+    new_console,
+    new_table,
+    relative,
+    state_of,
+    store_option,
+    store_options,
+)
+
+__all__ = ["COMMANDS", "ls", "purge", "rm", "show", "stats"]
+
+ID_PREFIX = 16  # hash characters shown by ``ls``
+MIN_PREFIX = 8  # shortest hash prefix ``show``/``rm`` accept
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+# One raw id in 64 starts with "-" (base64url): such an argument must reach
+# SESSION instead of failing as an unknown option. No short options here, so
+# no letter of an id can be taken for one (``-h`` included).
+ID_COMMAND: dict[str, Any] = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
+
+
+def _info_json(info: RecordInfo, now: float) -> dict[str, Any]:
+    locked = info.locked_until is not None and info.locked_until > now
+    return {
+        "app_id": info.key.app_id,
+        "id_hash": info.key.id_hash,
+        "state": state_of(info, now),
+        "version": info.version,
+        "created": info.created,
+        "accessed": info.accessed,
+        "expires": info.expires,
+        "size": info.size,
+        "locked_until": info.locked_until if locked else None,
+    }
+
+
+def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
+    """The one record named by a raw id, its 64-hex hash, or a hash prefix.
+
+    A raw id is hashed first: ids are kept only as hashes. A 43-character
+    hex string could be either a raw id or a prefix, so both are tried.
+    """
+    exact = hash_id(ident) if is_well_formed(ident) else None
+    prefix = ident.lower() if _HEX.fullmatch(ident) and len(ident) >= MIN_PREFIX else None
+    if exact is None and prefix is None:
+        shown = ident if len(ident) <= 12 else f"{ident[:12]}..."
+        raise BadInput(
+            f"{shown!r} is not a session id (43 characters), its 64-hex hash, "
+            f"or a hash prefix of at least {MIN_PREFIX} hex digits"
+        )
+    matches = [
+        info
+        for info in store.records(app_id)
+        if info.key.id_hash == exact or (prefix and info.key.id_hash.startswith(prefix))
+    ]
+    where = f"app {app_id!r}" if app_id else "any app"
+    if not matches:
+        # Echo only a prefix: the argument may be a live raw session id.
+        raise CliError(f"no session {ident[:MIN_PREFIX]}... in {where} of {store.url}")
+    if len(matches) > 1:
+        found = ", ".join(f"{i.key.app_id}/{i.key.id_hash[:ID_PREFIX]}" for i in matches[:5])
+        raise BadInput(
+            f"{ident[:ID_PREFIX]!r} matches {len(matches)} sessions ({found}); "
+            "give more hex digits or --app-id"
+        )
+    return matches[0]
+
+
+# -- ls -----------------------------------------------------------------------
+
+
+@click.command("ls")
+@store_options
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--all", "show_all", is_flag=True, help="Include expired sessions and tombstones.")
+@json_option
+@click.pass_obj
+def ls(settings: Settings, limit: int, show_all: bool, as_json: bool) -> None:
+    """List sessions, most recently used first.
+
+    Only live sessions, unless --all.
+    """
+    now = time.time()
+    with settings.store() as store:
+        infos = [
+            info
+            for info in store.records(settings.app_id)
+            if show_all or state_of(info, now) == "live"
+        ]
+    infos.sort(key=lambda info: (info.accessed, info.created), reverse=True)
+    shown = infos[:limit]
+    if as_json:
+        emit_json([_info_json(info, now) for info in shown])
+        return
+    table = new_table()
+    table.add_column("app")
+    table.add_column("id", no_wrap=True, min_width=ID_PREFIX)
+    for name in ("state", "ver", "created", "accessed", "expires", "bytes", "locked"):
+        numeric = name in ("ver", "bytes")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+    for info in shown:
+        lease = info.locked_until if info.locked_until and info.locked_until > now else None
+        table.add_row(
+            info.key.app_id,
+            info.key.id_hash[:ID_PREFIX],
+            state_of(info, now),
+            str(info.version),
+            relative(info.created, now),
+            relative(info.accessed, now),
+            relative(info.expires, now),
+            str(info.size),
+            relative(lease, now) if lease else "",
+        )
+    more = f", showing {len(shown)} (--limit)" if len(infos) > len(shown) else ""
+    kind = "sessions" if show_all else "live sessions (--all for expired and tombstones)"
+    table.caption = f"{len(infos)} {kind} in {store.url}{more}"
+    new_console().print(table)
+
+
+# -- show ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldView:
+    """One stored key as an admin sees it; ``error`` when its bytes do not decode."""
+
+    key: str
+    size: int
+    value: Any = None
+    expires: float | None = None
+    error: str | None = None
+
+
+def decode_fields(record: Record, codec: Codec) -> list[FieldView]:
+    views = []
+    for key, data in sorted(record.fields.items()):
+        try:
+            value, expires = decode_field(codec, data)
+        # The bytes may come from another codec, another version or a bug: any
+        # failure of this one field is shown as its raw size, never a crash.
+        except Exception as exc:  # noqa: BLE001
+            views.append(FieldView(key, len(data), error=f"{type(exc).__name__}: {exc}"))
+        else:
+            views.append(FieldView(key, len(data), value, expires))
+    return views
+
+
+@click.command("show", context_settings=ID_COMMAND)
+@store_options
+@click.argument("session")
+@json_option
+@click.pass_obj
+def show(settings: Settings, session: str, as_json: bool) -> None:
+    """Show one session's metadata and values.
+
+    SESSION is a raw session id, its 64-hex hash, or a unique hash prefix
+    (8 hex digits or more).
+    """
+    now = time.time()
+    codec = JsonCodec()
+    with settings.store() as store:
+        info = resolve(store, session, settings.app_id)
+        # No touch: an admin looking is not activity.
+        record = store.load(info.key, now=now).record
+    fields = decode_fields(record, codec) if record is not None else None
+    if as_json:
+        out = _info_json(info, now)
+        out["fields"] = None if fields is None else [
+            {
+                "key": view.key,
+                "size": view.size,
+                "expires": view.expires,
+                # The codec's own JSON (tagged types stay tagged): exact and lossless.
+                "value": None if view.error else orjson.Fragment(codec.dumps(view.value)),
+                "error": view.error,
+            }
+            for view in fields
+        ]
+        emit_json(out)
+        return
+    console = new_console()
+    meta = Table.grid(padding=(0, 2))
+    meta.add_column(style="bold")
+    meta.add_column()
+    meta.add_row("app", info.key.app_id)
+    meta.add_row("id hash", info.key.id_hash)
+    meta.add_row("state", state_of(info, now))
+    meta.add_row("version", str(info.version))
+    meta.add_row("created", f"{local_time(info.created)} ({relative(info.created, now)})")
+    meta.add_row("accessed", f"{local_time(info.accessed)} ({relative(info.accessed, now)})")
+    meta.add_row("expires", f"{local_time(info.expires)} ({relative(info.expires, now)})")
+    meta.add_row("size", f"{info.size} bytes")
+    lease = info.locked_until if info.locked_until and info.locked_until > now else None
+    meta.add_row("locked", f"until {relative(lease, now)}" if lease else "no")
+    console.print(meta)
+    if fields is None:
+        why = "a tombstone keeps no data" if info.invalidated else "expired data is not loaded"
+        console.print(f"\nno values: {why}")
+        return
+    table = new_table(title=f"{len(fields)} keys", title_justify="left")
+    table.add_column("key", no_wrap=True)
+    table.add_column("expires", no_wrap=True)
+    table.add_column("value")
+    for view in fields:
+        expires = relative(view.expires, now) if view.expires is not None else ""
+        if view.error is not None:
+            value: Any = f"<{view.size} bytes, not decodable: {view.error}>"
+        else:
+            value = Pretty(view.value)
+        table.add_row(view.key, expires, value)
+    console.print(table)
+
+
+# -- rm -------------------------------------------------------------------------
+
+
+@click.command("rm", context_settings=ID_COMMAND)
+@store_options
+@click.argument("session")
+@click.option(
+    "--hard",
+    is_flag=True,
+    help="Delete the record outright, tombstone included (clean-up, not logout).",
+)
+@json_option
+@click.pass_obj
+def rm(settings: Settings, session: str, hard: bool, as_json: bool) -> None:
+    """End a session; its id is refused from now on.
+
+    A tombstone is kept until the session's absolute expiry, so neither a late
+    save nor a client replica can bring it back.
+
+    SESSION is a raw session id, its 64-hex hash, or a unique hash prefix.
+    """
+    now = time.time()
+    with settings.store() as store:
+        info = resolve(store, session, settings.app_id)
+        if hard:
+            changed, action = store.delete(info.key), "deleted"
+        else:
+            changed, action = store.invalidate(info.key, now=now), "invalidated"
+    label = f"{info.key.app_id}/{info.key.id_hash[:ID_PREFIX]}"
+    if as_json:
+        emit_json({"app_id": info.key.app_id, "id_hash": info.key.id_hash, "action": action,
+                   "changed": changed, "previous_state": state_of(info, now)})
+    elif changed:
+        click.echo(f"{action} session {label}")
+    else:
+        click.echo(
+            f"session {label} was already {state_of(info, now)}; nothing to do "
+            "(--hard deletes the record)"
+        )
+
+
+# -- purge ----------------------------------------------------------------------
+
+
+@click.command("purge")
+@store_option
+@click.option(
+    "--grace",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a record must have been expired (longer than any request).",
+)
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(min=1))
+@json_option
+@click.pass_obj
+def purge(settings: Settings, grace: float, batch: int, as_json: bool) -> None:
+    """Delete records expired for longer than --grace.
+
+    Sessions and tombstones of every application. Runs in bounded batches, each its own short transaction, so live traffic
+    is never blocked for long.
+    """
+    if settings.app_id is not None:
+        raise BadInput("purge works on every application of the store at once; drop --app-id")
+    now = time.time()  # fixed: records that expire meanwhile wait for the next run
+    total = batches = 0
+    with settings.store() as store:
+        # Terminates: with ``now`` fixed the purgeable set only shrinks.
+        while True:
+            deleted = store.purge(now=now, grace=grace, limit=batch)
+            total, batches = total + deleted, batches + 1
+            if deleted < batch:
+                break
+    if as_json:
+        emit_json({"purged": total, "batches": batches, "grace": grace})
+    else:
+        records = "record" if total == 1 else "records"
+        click.echo(f"purged {total} {records} expired more than {grace:g}s ago from {store.url}")
+
+
+# -- stats ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AppStats:
+    app_id: str
+    live: int = 0
+    expired: int = 0
+    invalidated: int = 0
+    bytes: int = 0
+    oldest_access: float | None = None  # of live sessions
+    newest_access: float | None = None
+
+    def add(self, info: RecordInfo, now: float) -> None:
+        state = state_of(info, now)
+        setattr(self, state, getattr(self, state) + 1)
+        self.bytes += info.size
+        if state == "live":
+            seen = info.accessed
+            if self.oldest_access is None or seen < self.oldest_access:
+                self.oldest_access = seen
+            if self.newest_access is None or seen > self.newest_access:
+                self.newest_access = seen
+
+
+@click.command("stats")
+@store_options
+@json_option
+@click.pass_obj
+def stats(settings: Settings, as_json: bool) -> None:
+    """Session counts and sizes per application.
+
+    Live, expired (awaiting purge) and invalidated records, their bytes, and
+    the oldest and newest access of the live ones.
+    """
+    now = time.time()
+    per_app: dict[str, AppStats] = {}
+    with settings.store() as store:
+        for info in store.records(settings.app_id):
+            app = info.key.app_id
+            per_app.setdefault(app, AppStats(app)).add(info, now)
+    rows = [per_app[app] for app in sorted(per_app)]
+    if as_json:
+        emit_json(rows)  # orjson serialises dataclasses
+        return
+    table = new_table(caption=store.url)
+    table.add_column("app")
+    for name in ("live", "expired", "invalidated", "bytes"):
+        table.add_column(name, justify="right")
+    table.add_column("oldest access")
+    table.add_column("newest access")
+    for row in rows:
+        table.add_row(
+            row.app_id,
+            str(row.live),
+            str(row.expired),
+            str(row.invalidated),
+            str(row.bytes),
+            relative(row.oldest_access, now) if row.oldest_access is not None else "",
+            relative(row.newest_access, now) if row.newest_access is not None else "",
+        )
+    new_console().print(table)
+
+
+COMMANDS = (ls, show, rm, purge, stats)

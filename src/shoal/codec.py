@@ -1,0 +1,150 @@
+"""Session values to bytes and back: JSON through orjson, with tagged types.
+
+JSON alone would silently turn a ``datetime`` into a string and a ``tuple``
+into a list, so values beyond JSON are written as tagged objects
+``{"__t__": TAG, "v": ...}``: datetime, date, time, UUID, Decimal, bytes,
+set, frozenset, tuple, non-finite floats and integers beyond 64 bits. A user
+dict that itself has a ``"__t__"`` key is escaped the same way, so every value
+round-trips exactly. Pickle is never used: a forged record must not run code.
+
+Each stored field is framed by one leading byte so per-key expiry travels
+with the value, and stores can keep treating fields as opaque bytes:
+``b"j" + json`` (plain) or ``b"x" + 8-byte expiry + json`` (expires at).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import struct
+import uuid
+from decimal import Decimal
+from typing import Any, Final, Protocol
+
+import orjson
+
+from .errors import EncodeError
+
+__all__ = ["Codec", "JsonCodec", "decode_field", "encode_field"]
+
+_TAG: Final = "__t__"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXPIRY = struct.Struct(">d")
+
+
+class Codec(Protocol):
+    """Turns one session value into bytes and back; raises on what it refuses."""
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def _tag(tag: str, value: Any) -> dict[str, Any]:
+    return {_TAG: tag, "v": value}
+
+
+def _encode(value: Any) -> Any:
+    """Map ``value`` onto plain JSON, tagging every type JSON would lose."""
+    # Exact type checks first: bool is an int and datetime is a date.
+    kind = type(value)
+    if value is None or kind is str or kind is bool:
+        return value
+    if kind is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else _tag("int", str(value))
+    if kind is float:
+        return value if math.isfinite(value) else _tag("float", repr(value))
+    if kind is list:
+        return [_encode(item) for item in value]
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"dict keys must be str, not {type(key).__name__}")
+            out[key] = _encode(item)
+        return _tag("dict", out) if _TAG in out else out
+    if kind is tuple:
+        return _tag("tuple", [_encode(item) for item in value])
+    if kind is set or kind is frozenset:
+        items = [_encode(item) for item in value]
+        # Sorted by encoding, so equal sets encode to equal bytes.
+        items.sort(key=orjson.dumps)
+        return _tag("set" if kind is set else "frozenset", items)
+    if kind is dt.datetime:
+        return _tag("datetime", value.isoformat())
+    if kind is dt.date:
+        return _tag("date", value.isoformat())
+    if kind is dt.time:
+        return _tag("time", value.isoformat())
+    if kind is uuid.UUID:
+        return _tag("uuid", str(value))
+    if kind is Decimal:
+        return _tag("decimal", str(value))
+    if kind is bytes or kind is bytearray:
+        return _tag("bytes", base64.b64encode(value).decode("ascii"))
+    raise TypeError(f"values of type {kind.__name__} are not supported by the JSON codec")
+
+
+_DECODERS: Final[dict[str, Any]] = {
+    "int": int,
+    "float": float,
+    "tuple": lambda v: tuple(_decode(i) for i in v),
+    "set": lambda v: {_decode(i) for i in v},
+    "frozenset": lambda v: frozenset(_decode(i) for i in v),
+    "dict": lambda v: {k: _decode(i) for k, i in v.items()},
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "uuid": uuid.UUID,
+    "decimal": Decimal,
+    "bytes": base64.b64decode,
+}
+
+
+def _decode(value: Any) -> Any:
+    if type(value) is list:
+        return [_decode(item) for item in value]
+    if type(value) is dict:
+        tag = value.get(_TAG)
+        if tag is not None and len(value) == 2 and "v" in value:
+            return _DECODERS[tag](value["v"])
+        return {key: _decode(item) for key, item in value.items()}
+    return value
+
+
+class JsonCodec:
+    """The default codec: JSON via orjson, exact round trip of tagged types."""
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return orjson.dumps(_encode(value))
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise TypeError(str(exc)) from exc
+
+    def loads(self, data: bytes) -> Any:
+        parsed = orjson.loads(data)
+        # Only values that contain a tag need the second walk.
+        return _decode(parsed) if b'"__t__"' in data else parsed
+
+
+def encode_field(codec: Codec, key: str, value: Any, expires: float | None = None) -> bytes:
+    """Frame ``value`` for storage; ``EncodeError`` names ``key`` on refusal."""
+    try:
+        body = codec.dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EncodeError(key, str(exc)) from exc
+    if expires is None:
+        return b"j" + body
+    return b"x" + _EXPIRY.pack(expires) + body
+
+
+def decode_field(codec: Codec, data: bytes) -> tuple[Any, float | None]:
+    """Unframe a stored field into ``(value, expires_at_or_None)``."""
+    frame = data[:1]
+    if frame == b"j":
+        return codec.loads(data[1:]), None
+    if frame == b"x":
+        (expires,) = _EXPIRY.unpack_from(data, 1)
+        return codec.loads(data[1 + _EXPIRY.size :]), expires
+    raise ValueError(f"unknown field frame {frame!r}")

@@ -1,0 +1,106 @@
+"""Every error shoal raises, under one root.
+
+    ShoalError
+    ├── ConfigError (ValueError)       misconfiguration; the message names the fix
+    ├── EncodeError (TypeError)        a value cannot be stored (``.key``)
+    ├── StoreUnavailable               the store cannot be reached (``.store``, cause chained)
+    ├── SessionStateError              misuse of a session object (closed, read-only)
+    ├── ConflictError                  optimistic save lost a race (``.keys``)
+    ├── LockTimeout                    serialized lock not had in time (``.waited``)
+    └── LockLost                       the lease expired before the save (fenced)
+
+Errors carry their context as attributes. A session id is never put in a
+message: only its hash prefix (``.session_ref``), so logs cannot replay it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "EncodeError",
+    "LockLost",
+    "LockTimeout",
+    "SessionStateError",
+    "ShoalError",
+    "StoreUnavailable",
+]
+
+
+class ShoalError(Exception):
+    """Root of every error raised by shoal."""
+
+
+class ConfigError(ShoalError, ValueError):
+    """A manager, store URL or middleware was configured wrongly."""
+
+
+class EncodeError(ShoalError, TypeError):
+    """A session value cannot be encoded; raised at ``set`` time.
+
+    ``key`` names the session key whose value was refused.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"session key {key!r} cannot be stored: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class StoreUnavailable(ShoalError):
+    """The session store could not be reached or failed; the cause is chained.
+
+    ``store`` is the masked store URL (no password).
+    """
+
+    def __init__(self, store: str, detail: str = "") -> None:
+        msg = f"session store {store} is unavailable"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.store = store
+        self.detail = detail
+
+
+class SessionStateError(ShoalError):
+    """A session was used in a state that does not allow it (closed, read-only)."""
+
+
+class ConflictError(ShoalError):
+    """An optimistic save found keys it read or wrote changed by another request.
+
+    ``keys`` are the conflicting keys; ``session_ref`` a short hash of the id.
+    """
+
+    def __init__(self, keys: Iterable[str], session_ref: str = "") -> None:
+        self.keys = tuple(sorted(keys))
+        self.session_ref = session_ref
+        super().__init__(
+            f"session {session_ref} changed concurrently: keys {list(self.keys)!r}"
+        )
+
+
+class LockTimeout(ShoalError):
+    """A serialized open waited ``waited`` seconds without getting the lock."""
+
+    def __init__(self, waited: float, session_ref: str = "") -> None:
+        self.waited = waited
+        self.session_ref = session_ref
+        super().__init__(
+            f"session {session_ref} stayed locked for {waited:.3f}s "
+            "(raise lock_timeout, or shorten the requests that hold it)"
+        )
+
+
+class LockLost(ShoalError):
+    """A serialized save was refused: this request's lease expired and was fenced.
+
+    Nothing was written. Raise ``lock_lease`` above the longest request, or
+    renew the lease in long requests (``session.renew_lock()``).
+    """
+
+    def __init__(self, session_ref: str = "") -> None:
+        self.session_ref = session_ref
+        super().__init__(
+            f"session {session_ref}: lock lease expired before the save; nothing was written"
+        )

@@ -1,0 +1,445 @@
+"""``SessionManager``: one per application; loads, locks, saves and ends sessions.
+
+A manager owns the meaning of a session's life: timeouts, the policy, the
+store key ``(app_id, hash(id))``, strict id handling (an id the store does
+not know is never adopted) and what the client must be told afterwards
+(``CommitOutcome``). Middleware only moves the id between the request and
+the manager.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Literal
+
+from .clock import Clock, system_clock
+from .codec import Codec, JsonCodec
+from .config import default_store_url
+from .cookies import CookieOptions
+from .errors import ConfigError, ConflictError, LockLost, LockTimeout
+from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
+from .policies import Policy, build_change, parse_policy
+from .replica import ReplicaStats, Replicator
+from .sealing import Secret
+from .session import Session
+from .stores import open_store
+from .stores.base import (
+    ApplyStatus,
+    Change,
+    LoadResult,
+    LoadStatus,
+    LockRequest,
+    NewRecord,
+    RecordKey,
+    Store,
+    Touch,
+)
+
+__all__ = ["CommitOutcome", "SessionManager"]
+
+log = logging.getLogger("shoal")
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """What the client must be told after a commit.
+
+    ``send_id``: the id to (re)send in Set-Cookie, or None for no Set-Cookie.
+    ``clear``: drop the client's cookie (logout, or an id that is not valid).
+    ``replica``: the sealed session to send in the replica cookie(s), if any.
+    ``clear_replica``: drop the client's replica cookies.
+    """
+
+    send_id: str | None = None
+    clear: bool = False
+    replica: str | None = None
+    clear_replica: bool = False
+
+
+@dataclass(slots=True)
+class _Handle:
+    """The manager's bookkeeping for one open session."""
+
+    policy: Policy
+    client_id: str | None  # the id the client sent, when well-formed
+    store: Store  # the manager's store, or this request's view through its replica
+    key: RecordKey | None = None  # set once a stored record was loaded
+    lease_token: str | None = None
+    touched: bool = False
+
+
+class SessionManager:
+    """Sessions of one application on one store.
+
+    ``store`` is a URL, a store object, or None for the embedded default
+    (``$SHOAL_STORE``, else SQLite in the data directory, see ``shoal.config``).
+
+    ``replica=True`` also hands each client a sealed copy of its session
+    (``shoal.replica``, needs ``secret_keys``); ``replica="only"`` keeps
+    sessions in that copy alone, with no store (stateless cookie sessions).
+    """
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        *,
+        app_id: str = "default",
+        policy: str | Policy = "merge",
+        secret_keys: Sequence[str | Secret] | None = None,
+        idle_timeout: float = 1800,
+        absolute_timeout: float = 7 * 86400,
+        touch_interval: float = 60,
+        grace: float = 120,
+        cookie: CookieOptions | None = None,
+        lock_timeout: float = 10.0,
+        lock_lease: float = 30.0,
+        node_id: str | None = None,
+        codec: Codec | None = None,
+        clock: Clock | None = None,
+        id_factory: IdFactory | None = None,
+        replica: bool | Literal["only"] = False,
+        replica_max_bytes: int = 6144,
+    ) -> None:
+        if idle_timeout <= 0 or absolute_timeout <= 0:
+            raise ConfigError("idle_timeout and absolute_timeout must be positive seconds")
+        if touch_interval > idle_timeout / 2:
+            raise ConfigError(
+                f"touch_interval={touch_interval} is more than half of idle_timeout="
+                f"{idle_timeout}: a session could expire between touches; "
+                f"set touch_interval to at most {idle_timeout / 2:g}"
+            )
+        if grace < 0:
+            raise ConfigError("grace must be >= 0 seconds (longer than any request)")
+        if not app_id or ":" in app_id or "{" in app_id or "}" in app_id:
+            raise ConfigError(f"app_id {app_id!r} must be non-empty without ':', '{{' or '}}'")
+        if replica not in (False, True, "only"):
+            raise ConfigError(f"replica={replica!r}; use False, True or 'only'")
+        if replica == "only" and store is not None:
+            raise ConfigError(
+                "replica='only' keeps sessions in the client's cookie and uses no store; "
+                "drop the store argument, or use replica=True to keep both"
+            )
+        if replica and not secret_keys:
+            raise ConfigError(
+                f"replica={replica!r} seals sessions and needs secret_keys=[...] (newest "
+                "first); e.g. secret_keys=shoal.config.secret_keys_from_env() with "
+                "SHOAL_SECRET_KEYS set"
+            )
+        self.replica = replica
+        self._replicator = (
+            Replicator(
+                app_id=app_id,
+                secret_keys=secret_keys or (),
+                max_bytes=replica_max_bytes,
+                idle_timeout=float(idle_timeout),
+            )
+            if replica
+            else None
+        )
+        if self._replicator is not None and replica == "only":
+            self.store: Store = self._replicator.store_for(None, None)  # holds nothing
+        else:
+            self.store = open_store(store or default_store_url()) if (
+                store is None or isinstance(store, str)
+            ) else store
+        self.app_id = app_id
+        self.policy = parse_policy(policy)
+        self._secret_keys = tuple(secret_keys or ())
+        self.idle_timeout = float(idle_timeout)
+        self.absolute_timeout = float(absolute_timeout)
+        self.touch_interval = float(touch_interval)
+        self.grace = float(grace)
+        self.cookie = cookie or CookieOptions()
+        self.lock_timeout = float(lock_timeout)
+        self.lock_lease = float(lock_lease)
+        self.node_id = node_id or socket.gethostname()
+        self.codec: Codec = codec or JsonCodec()
+        self.clock: Clock = clock or system_clock
+        self._new_id: IdFactory = id_factory or new_id
+
+    def __repr__(self) -> str:
+        keys = f", {len(self._secret_keys)} secret keys" if self._secret_keys else ""
+        replica = f", replica={self.replica!r}" if self.replica else ""
+        return (
+            f"<SessionManager app_id={self.app_id!r} store={self.store.url!r} "
+            f"policy={self.policy.value}{keys}{replica}>"
+        )
+
+    @property
+    def replica_stats(self) -> ReplicaStats | None:
+        """Counters of replicas sealed, skipped, restored, served (None when off)."""
+        return self._replicator.stats if self._replicator is not None else None
+
+    # -- opening -----------------------------------------------------------
+
+    @contextmanager
+    def open(
+        self,
+        session_id: str | None = None,
+        *,
+        read_only: bool = False,
+        policy: str | Policy | None = None,
+    ) -> Iterator[Session]:
+        """Load (and lock) a session; commit on success, roll back on error.
+
+        An unknown, expired or malformed ``session_id`` yields a new session
+        with a fresh id: a client-chosen id is never adopted.
+        """
+        session = self.begin(session_id, read_only=read_only, policy=policy, lazy=False)
+        try:
+            yield session
+        except BaseException:
+            self.rollback(session)
+            raise
+        self.commit(session)
+
+    def begin(
+        self,
+        session_id: str | None = None,
+        *,
+        read_only: bool = False,
+        policy: str | Policy | None = None,
+        lazy: bool = True,
+        replica: str | None = None,
+    ) -> Session:
+        """A session that loads on first use (``lazy``) or now; pair with commit/rollback.
+
+        ``replica`` is the client's sealed copy (joined chunks), when replicas are on.
+        """
+        chosen = self.policy if policy is None else parse_policy(policy)
+        store = self.store
+        if self._replicator is not None:
+            inner = None if self.replica == "only" else self.store
+            store = self._replicator.store_for(inner, replica)
+        handle = _Handle(
+            policy=chosen,
+            client_id=session_id if is_well_formed(session_id) else None,
+            store=store,
+        )
+        session = Session(
+            codec=self.codec,
+            clock=self.clock,
+            read_only=read_only,
+            loader=lambda s: self._load(s, handle),
+            on_lock=lambda: setattr(handle, "policy", Policy.SERIALIZED),
+            on_renew=lambda: self._renew(handle),
+        )
+        session._handle = handle  # type: ignore[attr-defined]
+        if self.replica != "only":
+            session._consume = partial(self._consume, handle)
+        if not lazy:
+            session._ensure()
+        return session
+
+    def _load(self, session: Session, handle: _Handle) -> None:
+        now = self.clock()
+        result = LoadResult(LoadStatus.ABSENT)
+        if handle.client_id is not None:
+            key = RecordKey(self.app_id, hash_id(handle.client_id))
+            touch = Touch(now - self.touch_interval, self.idle_timeout)
+            if handle.policy.locks and not session.read_only:
+                result = self._load_locked(key, touch, handle)
+            else:
+                result = handle.store.load(key, now=now, touch=touch)
+            if result.status is LoadStatus.LOADED:
+                handle.key = key
+        record = result.record
+        if record is None:
+            absolute = now + self.absolute_timeout
+            session._populate(
+                session_id=self._new_id(),
+                is_new=True,
+                version=0,
+                created=now,
+                accessed=now,
+                expires=min(now + self.idle_timeout, absolute),
+                fields={},
+                field_versions={},
+            )
+            return
+        assert handle.client_id is not None
+        handle.touched = record.accessed == now
+        session._populate(
+            session_id=handle.client_id,
+            is_new=False,
+            version=record.version,
+            created=record.created,
+            accessed=record.accessed,
+            expires=record.expires,
+            fields=record.fields,
+            field_versions=record.field_versions,
+        )
+
+    def _load_locked(self, key: RecordKey, touch: Touch, handle: _Handle) -> LoadResult:
+        """Load with the lease; wait for the holder up to ``lock_timeout``."""
+        token = f"{self.node_id}:{os.getpid()}:{secrets.token_hex(8)}"
+        lock = LockRequest(token, self.lock_lease)
+        started = time.monotonic()
+        while True:
+            now = self.clock()
+            result = handle.store.load(key, now=now, touch=touch, lock=lock)
+            if result.status is not LoadStatus.LOCKED:
+                if result.status is LoadStatus.LOADED:
+                    handle.lease_token = token
+                return result
+            waited = time.monotonic() - started
+            remaining = self.lock_timeout - waited
+            if remaining <= 0:
+                raise LockTimeout(waited, session_ref(key.id_hash))
+            holder_left = max(0.0, (result.locked_until or now) - now)
+            handle.store.wait_unlocked(key, min(remaining, max(holder_left, 0.001)))
+
+    def renew_lock(self, session: Session) -> None:
+        """Extend the lease ``session`` holds by ``lock_lease`` from now.
+
+        ``LockLost`` when it was lost; nothing to do when it holds none. Same
+        as ``session.renew_lock()``.
+        """
+        session.renew_lock()
+
+    def _renew(self, handle: _Handle) -> None:
+        if handle.lease_token is None or handle.key is None:
+            return
+        renewed = handle.store.renew(
+            handle.key, handle.lease_token, now=self.clock(), lease=self.lock_lease
+        )
+        if not renewed:
+            # The token is kept: the save will be refused (fenced) as well,
+            # rather than falling back to an unfenced compare-and-set.
+            raise LockLost(session_ref(handle.key.id_hash))
+
+    # -- closing -----------------------------------------------------------
+
+    def commit(self, session: Session) -> CommitOutcome:
+        """Save what the request changed, release any lock; tell what to send."""
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        if not session.loaded:
+            session._close()
+            return CommitOutcome()
+        try:
+            outcome = self._commit(session, handle)
+            if self._replicator is not None:
+                wire, clear = self._replicator.outgoing(
+                    handle.store, session.id, ended=outcome.clear, now=self.clock()
+                )
+                outcome = replace(outcome, replica=wire, clear_replica=clear)
+            return outcome
+        finally:
+            session._close()
+
+    def _commit(self, session: Session, handle: _Handle) -> CommitOutcome:
+        now = self.clock()
+        key = handle.key
+        ref = session_ref(key.id_hash) if key else "new"
+        stale_client_id = handle.client_id is not None and key is None
+        if session.invalidated:
+            # Logout always wins, lease or not; the tombstone drops any lease.
+            if key is not None:
+                handle.store.invalidate(key, now=now)
+            handle.lease_token = None
+            return CommitOutcome(clear=handle.client_id is not None)
+        if not session.modified:
+            self._release(handle)
+            if stale_client_id:
+                return CommitOutcome(clear=True)
+            resend = key is not None and handle.touched and self.cookie.max_age is not None
+            return CommitOutcome(send_id=session.id if resend else None)
+        if key is None or session.rotated:
+            return self._create(session, handle, now)
+        change = build_change(
+            handle.policy, session, idle_timeout=self.idle_timeout, lease_token=handle.lease_token
+        )
+        result = handle.store.apply(key, change, now=now)
+        if result.status is ApplyStatus.OK:
+            handle.lease_token = None  # released by the apply
+            resend = self.cookie.max_age is not None
+            return CommitOutcome(send_id=session.id if resend else None)
+        if result.status is ApplyStatus.GONE:
+            # Invalidated or expired meanwhile: never re-create it.
+            log.info("session %s ended during the request; its changes were dropped", ref)
+            return CommitOutcome(clear=True)
+        self._release(handle)
+        if result.status is ApplyStatus.LOCK_LOST:
+            raise LockLost(ref)
+        raise ConflictError(result.conflicts, ref)
+
+    def _create(self, session: Session, handle: _Handle, now: float) -> CommitOutcome:
+        """Store a new session, or move a rotated one to a new id."""
+        fields = session._encoded_fields()
+        if handle.key is None:
+            absolute = now + self.absolute_timeout
+            created = now
+        else:
+            absolute = session.created + self.absolute_timeout
+            created = session.created
+        record = NewRecord(
+            created=created,
+            expires=min(now + self.idle_timeout, absolute),
+            absolute_expires=absolute,
+            fields=fields,
+        )
+        candidate = session.id if handle.key is None else self._new_id()
+        for _ in range(3):  # a collision of 256-bit ids would be a broken RNG
+            if handle.store.create(RecordKey(self.app_id, hash_id(candidate)), record, now=now):
+                break
+            candidate = self._new_id()
+        else:
+            raise ConfigError("the id factory keeps returning ids that already exist")
+        session._id = candidate
+        if handle.key is not None:
+            # The tombstone also drops this request's lease on the old id.
+            handle.store.invalidate(handle.key, now=now)
+            handle.lease_token = None
+        return CommitOutcome(send_id=candidate)
+
+    def rollback(self, session: Session) -> None:
+        """Drop the request's changes and release any lock it holds."""
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        try:
+            if session.loaded:
+                self._release(handle)
+        finally:
+            session._close()
+
+    def _release(self, handle: _Handle) -> None:
+        if handle.lease_token is not None and handle.key is not None:
+            token, handle.lease_token = handle.lease_token, None
+            handle.store.unlock(handle.key, token)
+
+    def _consume(self, handle: _Handle, session: Session, key: str) -> bool:
+        """Delete once-only ``key`` in the store now, if it is the copy this request loaded.
+
+        One atomic apply with ``expect_fields`` on the key, whatever the
+        policy: of two consumers only one passes. It runs at once rather than
+        at commit so the loser learns it before running the action.
+        """
+        if handle.key is None:
+            return False
+        change = Change(
+            idle_timeout=self.idle_timeout,
+            delete=(key,),
+            expect_fields={key: session._field_versions().get(key)},
+            lease_token=handle.lease_token,
+        )
+        result = handle.store.apply(handle.key, change, now=self.clock())
+        if result.status is not ApplyStatus.OK or result.version is None:
+            return False
+        session._version = result.version  # keeps a serialized save's fence in step
+        return True
+
+    # -- maintenance ---------------------------------------------------------
+
+    def purge(self, *, limit: int = 1000) -> int:
+        """Delete records expired longer than ``grace``; one bounded batch."""
+        return self.store.purge(now=self.clock(), grace=self.grace, limit=limit)
+
+    def close(self) -> None:
+        self.store.close()

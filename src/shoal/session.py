@@ -1,0 +1,466 @@
+"""The session a request sees: a mapping that records what the request did.
+
+It tracks, per key, what was read, written and deleted: the merge and
+optimistic policies save exactly that, so concurrent requests that touch
+different keys never lose each other's writes. Values are encoded at ``set``
+time, so a value that cannot be stored fails there, naming its key, instead
+of at the end of the request. A value read and then mutated in place
+(``session["cart"].append(x)``) is detected at commit by re-encoding it.
+
+The session holds no I/O: the manager gives it a loader, called on first use,
+which is what makes the middleware lazy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
+from typing import Any, Final, NamedTuple
+
+from .clock import Clock
+from .codec import Codec, decode_field, encode_field
+from .errors import ConfigError, EncodeError, SessionStateError
+
+__all__ = ["FLASH_PREFIX", "Flash", "Session", "TOKEN_PREFIX"]
+
+log = logging.getLogger("shoal")
+
+# Keys starting with "_shoal." are reserved for shoal's own values.
+FLASH_PREFIX: Final = "_shoal.flash."
+TOKEN_PREFIX: Final = "_shoal.token."
+MAX_TOKENS_PER_NAME: Final = 32
+_TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class Flash(NamedTuple):
+    """A message queued by ``Session.flash``, returned once by ``pop_flashes``."""
+
+    category: str
+    message: Any
+
+
+class Session(MutableMapping[str, Any]):
+    """A ``MutableMapping`` of one session's values, with per-key tracking."""
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        clock: Clock,
+        read_only: bool = False,
+        loader: Callable[[Session], None] | None = None,
+        on_lock: Callable[[], None] | None = None,
+        on_renew: Callable[[], None] | None = None,
+    ) -> None:
+        self._codec = codec
+        self._clock = clock
+        self._read_only = read_only
+        self._loader = loader
+        # Lock requests go back to the manager, which owns policies and I/O.
+        self._on_lock = on_lock
+        self._on_renew = on_renew
+        # Deletes a once-only key in the store now; None without a store.
+        self._consume: Callable[[Session, str], bool] | None = None
+        self._flash_seq = 0
+        self._values: dict[str, Any] = {}
+        self._encoded: dict[str, bytes] = {}
+        self._expiry: dict[str, float] = {}
+        self._versions: dict[str, int] = {}
+        self._read: set[str] = set()
+        self._written: set[str] = set()
+        self._deleted: set[str] = set()
+        self._stale: set[str] = set()  # per-key expired at load: delete on next save
+        self._id: str = ""
+        self._is_new = True
+        self._version = 0
+        self._created = self._accessed = self._expires = 0.0
+        self._invalidated = False
+        self._rotated = False
+        self._closed = False
+
+    # -- filled in by the manager ----------------------------------------
+
+    def _populate(
+        self,
+        *,
+        session_id: str,
+        is_new: bool,
+        version: int,
+        created: float,
+        accessed: float,
+        expires: float,
+        fields: Mapping[str, bytes],
+        field_versions: Mapping[str, int],
+    ) -> None:
+        self._id, self._is_new, self._version = session_id, is_new, version
+        self._created, self._accessed, self._expires = created, accessed, expires
+        self._versions = dict(field_versions)
+        now = self._clock()
+        for key, data in fields.items():
+            try:
+                value, key_expires = decode_field(self._codec, data)
+            except (ValueError, KeyError, TypeError) as exc:
+                # A record written by another codec or corrupted at rest: the
+                # key is skipped (and kept in the store) rather than failing
+                # the whole request with a 500.
+                log.warning("session key %r cannot be decoded, skipped: %s", key, exc)
+                continue
+            if key_expires is not None and key_expires <= now:
+                self._stale.add(key)
+                continue
+            self._values[key] = value
+            self._encoded[key] = data
+            if key_expires is not None:
+                self._expiry[key] = key_expires
+
+    def _ensure(self) -> None:
+        """Load on first use; data access after commit or rollback is an error."""
+        if self._closed:
+            raise SessionStateError("the session was already committed or rolled back")
+        self._meta()
+
+    def _meta(self) -> None:
+        """Load on first use; metadata stays readable after the session closed."""
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            try:
+                loader(self)
+            except BaseException:
+                self._loader = loader  # a failed load may be retried
+                raise
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise SessionStateError(
+                "this session was opened read_only; open it without read_only=True to write"
+            )
+
+    def _expire_key(self, key: str) -> None:
+        if key in self._expiry and self._expiry[key] <= self._clock():
+            self._values.pop(key, None)
+            self._encoded.pop(key, None)
+            del self._expiry[key]
+            self._stale.add(key)
+
+    # -- the mapping -------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._ensure()
+        self._read.add(key)
+        self._expire_key(key)
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._ensure()
+        self._check_writable()
+        self._expire_key(key)
+        if key not in self._values:
+            raise KeyError(key)
+        del self._values[key]
+        del self._encoded[key]
+        self._expiry.pop(key, None)
+        self._written.discard(key)
+        self._deleted.add(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._ensure()
+        for key in list(self._expiry):
+            self._expire_key(key)
+        return iter(list(self._values))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        self._ensure()
+        self._read.add(key)
+        self._expire_key(key)
+        return key in self._values
+
+    def __repr__(self) -> str:
+        state = "unloaded" if self._loader is not None else f"{len(self._values)} keys"
+        return f"<Session {state}{' read-only' if self._read_only else ''}>"
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``; with ``ttl``, the key alone expires after it.
+
+        Raises ``EncodeError`` (a ``TypeError``) naming ``key`` when the value
+        cannot be encoded; the session is then unchanged.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"session keys are str, not {type(key).__name__}")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            # Every store keeps keys as UTF-8; refuse here, not with a 500 at save.
+            raise EncodeError(key, "the key is not valid UTF-8 text") from None
+        self._ensure()
+        self._check_writable()
+        expires = None if ttl is None else self._clock() + ttl
+        data = encode_field(self._codec, key, value, expires)
+        self._values[key] = value
+        self._encoded[key] = data
+        if expires is None:
+            self._expiry.pop(key, None)
+        else:
+            self._expiry[key] = expires
+        self._written.add(key)
+        self._deleted.discard(key)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def rotate(self) -> None:
+        """Give the session a new id, keeping its data: call at login.
+
+        The old id stops working at commit, so an id fixed by an attacker
+        before login is useless after it.
+        """
+        self._ensure()
+        self._check_writable()
+        self._rotated = True
+
+    def invalidate(self) -> None:
+        """End the session (logout): its data is dropped and its id refused."""
+        self._ensure()
+        self._check_writable()
+        self._invalidated = True
+        self._values.clear()
+        self._encoded.clear()
+        self._expiry.clear()
+
+    # -- locking -------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Hold this session exclusively until commit (the ``serialized`` policy).
+
+        For a view that must not interleave with other requests of the same
+        session (a checkout, a counter) while the application's default policy
+        is lock-free. The lease is taken with the load, so call ``lock()``
+        before the first access of any kind (``session.id`` included);
+        afterwards it raises ``SessionStateError``, because a lock taken after
+        the load would not protect what was already read.
+        """
+        if self._closed:
+            raise SessionStateError("the session was already committed or rolled back")
+        if self._loader is None:
+            raise SessionStateError(
+                "session.lock() was called after the session was loaded; call it first, "
+                "before any access to the session, or open it with policy='serialized'"
+            )
+        if self._read_only:
+            raise SessionStateError(
+                "a read_only session takes no lock; open it without read_only=True to lock it"
+            )
+        if self._on_lock is None:
+            raise SessionStateError("this session has no manager that can lock it")
+        self._on_lock()
+
+    def renew_lock(self) -> None:
+        """Extend this request's lease by the manager's ``lock_lease``, from now.
+
+        Call it from long requests, well before the lease runs out. Raises
+        ``LockLost`` when the lease was already lost (it expired and may have
+        been taken by another request): the request must stop, its save would
+        be refused. Does nothing when the request holds no lease (not loaded
+        yet, a new session, or a policy that does not lock).
+        """
+        if self._closed:
+            raise SessionStateError("the session was already committed or rolled back")
+        if self._on_renew is not None:
+            self._on_renew()
+
+    # -- once-only values ----------------------------------------------------
+
+    def flash(self, message: Any, category: str = "message") -> None:
+        """Queue ``message`` for the next ``pop_flashes`` (this request or a later one).
+
+        Each flash is a key of its own, so flashes queued by concurrent
+        requests all survive under the merge policy.
+        """
+        self._flash_seq += 1
+        stamp = f"{self._clock():017.6f}.{self._flash_seq:04d}.{secrets.token_hex(3)}"
+        self.set(FLASH_PREFIX + stamp, [category, message])
+
+    def pop_flashes(self, category: str | None = None) -> list[Flash]:
+        """The queued flashes (of ``category``, or all), oldest first; read once.
+
+        They are deleted from the session as they are returned, so the next
+        request does not see them again once this one is saved.
+        """
+        self._ensure()
+        self._check_writable()
+        found: list[Flash] = []
+        for key in sorted(k for k in self if k.startswith(FLASH_PREFIX)):
+            value = self[key]
+            kind, message = value if isinstance(value, list) and len(value) == 2 else ("", value)
+            if category is None or kind == category:
+                found.append(Flash(str(kind), message))
+                del self[key]
+        return found
+
+    def issue_token(self, name: str, *, ttl: float | None = None) -> str:
+        """A new once-only token for action ``name`` (put it in the form or link).
+
+        Only a hash is kept in the session. Several tokens of one name may be
+        outstanding (several tabs); beyond ``MAX_TOKENS_PER_NAME`` the oldest
+        is dropped. ``ttl`` limits how long the token is accepted.
+        """
+        self._check_tokens(name)
+        prefix = f"{TOKEN_PREFIX}{name}."
+        outstanding = []
+        for key in [k for k in self._values if k.startswith(prefix)]:
+            self._expire_key(key)
+            value = self._values.get(key)
+            if isinstance(value, dict):
+                outstanding.append((float(value.get("at", 0.0)), key))
+        outstanding.sort()
+        for _, key in outstanding[: max(0, len(outstanding) - MAX_TOKENS_PER_NAME + 1)]:
+            del self[key]
+        token = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+        self.set(prefix + digest[:32], {"h": digest, "at": self._clock()}, ttl=ttl)
+        return token
+
+    def consume_token(self, name: str, token: object) -> bool:
+        """True at most once per token issued by ``issue_token(name)``, cluster-wide.
+
+        The check-and-delete runs in the store at once, not at commit: the
+        token key is deleted with ``expect_fields`` on its version, so of two
+        requests (on any nodes, or a replayed request or cookie) only one
+        sees True, before either runs the action's side effects. Without a
+        store (``replica="only"``) this raises ``ConfigError``.
+        """
+        self._check_tokens(name)
+        if not isinstance(token, str) or not 0 < len(token) <= 256:
+            return False
+        digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+        key = f"{TOKEN_PREFIX}{name}.{digest[:32]}"
+        self._expire_key(key)
+        stored = self._values.get(key)
+        if not isinstance(stored, dict) or not hmac.compare_digest(
+            str(stored.get("h", "")), digest
+        ):
+            return False
+        # A token issued by this very request is not stored yet: nobody else has it.
+        consumed = key in self._written or (
+            self._consume is not None and self._consume(self, key)
+        )
+        for store in (self._values, self._encoded, self._expiry, self._versions):
+            store.pop(key, None)
+        self._written.discard(key)
+        self._read.discard(key)
+        return consumed
+
+    def _check_tokens(self, name: str) -> None:
+        self._ensure()
+        self._check_writable()
+        if self._consume is None:
+            raise ConfigError(
+                "once-only tokens need a session store that decides who consumed them: "
+                "without one (replica='only') a copied cookie replays them; "
+                "use replica=True with a store"
+            )
+        if not isinstance(name, str) or not _TOKEN_NAME.fullmatch(name):
+            raise ValueError(f"token name {name!r}: use 1-64 of A-Z a-z 0-9 _ -")
+
+    # -- what the request did ---------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The session id to send to the client; a new one for a new session."""
+        self._meta()
+        return self._id
+
+    @property
+    def is_new(self) -> bool:
+        """True when no stored session was loaded (new or unknown id)."""
+        self._meta()
+        return self._is_new
+
+    @property
+    def version(self) -> int:
+        """The store version this request loaded (0 for a new session)."""
+        self._meta()
+        return self._version
+
+    @property
+    def created(self) -> float:
+        self._meta()
+        return self._created
+
+    @property
+    def accessed(self) -> float:
+        self._meta()
+        return self._accessed
+
+    @property
+    def expires(self) -> float:
+        """When the session ends if it sees no further activity."""
+        self._meta()
+        return self._expires
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def loaded(self) -> bool:
+        """False while nothing has touched a lazily loaded session."""
+        return self._loader is None
+
+    @property
+    def invalidated(self) -> bool:
+        return self._invalidated
+
+    @property
+    def rotated(self) -> bool:
+        return self._rotated
+
+    @property
+    def keys_read(self) -> frozenset[str]:
+        return frozenset(self._read)
+
+    @property
+    def keys_written(self) -> frozenset[str]:
+        return frozenset(self._written)
+
+    @property
+    def keys_deleted(self) -> frozenset[str]:
+        return frozenset(self._deleted)
+
+    @property
+    def modified(self) -> bool:
+        """True when the request changed data (in-place mutations included)."""
+        if self._loader is not None or self._read_only:
+            return False
+        self._detect_mutations()
+        return bool(self._written or self._deleted or self._invalidated or self._rotated)
+
+    def _detect_mutations(self) -> None:
+        """Mark read values whose encoding changed as written (in-place edits)."""
+        for key in self._read - self._written - self._deleted:
+            if key in self._values:
+                data = encode_field(self._codec, key, self._values[key], self._expiry.get(key))
+                if data != self._encoded[key]:
+                    self._encoded[key] = data
+                    self._written.add(key)
+
+    def _field_versions(self) -> Mapping[str, int]:
+        return self._versions
+
+    def _encoded_fields(self, keys: Collection[str] | None = None) -> dict[str, bytes]:
+        if keys is None:
+            return dict(self._encoded)
+        return {key: self._encoded[key] for key in keys if key in self._encoded}
+
+    def _close(self) -> None:
+        self._closed = True

@@ -1,0 +1,509 @@
+"""Every SQL statement of the SQL stores, each with its header.
+
+SQLite first, then PostgreSQL and MySQL/MariaDB, each section with its own
+notes on atomicity and round trips.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MYSQL_BEGIN_SELECT_FOR_UPDATE",
+    "MYSQL_COMMIT",
+    "MYSQL_DELETE",
+    "MYSQL_DELETE_COMMIT",
+    "MYSQL_INSERT",
+    "MYSQL_LIST",
+    "MYSQL_PURGE",
+    "MYSQL_ROLLBACK",
+    "MYSQL_SCHEMA",
+    "MYSQL_SELECT",
+    "MYSQL_UPDATE_COMMIT",
+    "PG_APPLY",
+    "PG_APPLY_CONFLICTS",
+    "PG_APPLY_FIELDS_MERGE",
+    "PG_APPLY_FIELDS_REPLACE",
+    "PG_APPLY_NO_CONFLICTS",
+    "PG_CREATE",
+    "PG_DELETE",
+    "PG_INVALIDATE",
+    "PG_LIST",
+    "PG_LOAD_LOCK",
+    "PG_MIGRATE_LOCK",
+    "PG_PURGE",
+    "PG_RENEW",
+    "PG_SCHEMA",
+    "PG_SELECT",
+    "PG_TABLE_EXISTS",
+    "PG_TOUCH",
+    "PG_UNLOCK",
+    "SQLITE_DELETE",
+    "SQLITE_LIST",
+    "SQLITE_PURGE",
+    "SQLITE_SCHEMA",
+    "SQLITE_SELECT",
+    "SQLITE_UPSERT",
+]
+
+# Schema: one row per session. ``fields`` is the packed field map (see
+# _state.pack_fields); metadata stays in columns so purge can use the index
+# on ``expires`` without reading blobs. WITHOUT ROWID: the key is the row.
+SQLITE_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS shoal_sessions (
+        app_id TEXT NOT NULL,
+        id_hash TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created REAL NOT NULL,
+        accessed REAL NOT NULL,
+        expires REAL NOT NULL,
+        absolute_expires REAL NOT NULL,
+        invalidated INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,
+        lease_until REAL NOT NULL DEFAULT 0,
+        fields BLOB NOT NULL,
+        PRIMARY KEY (app_id, id_hash)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS shoal_sessions_expires ON shoal_sessions (expires)",
+)
+
+_COLUMNS = (
+    "version, created, accessed, expires, absolute_expires, "
+    "invalidated, lease_token, lease_until, fields"
+)
+
+# In: app_id, id_hash. Out: one row of _COLUMNS or none. A plain read.
+SQLITE_SELECT = f"SELECT {_COLUMNS} FROM shoal_sessions WHERE app_id = ? AND id_hash = ?"
+
+# In: app_id, id_hash, then _COLUMNS in order. Insert or overwrite the row;
+# runs inside the caller's BEGIN IMMEDIATE transaction after its SELECT.
+SQLITE_UPSERT = f"""
+    INSERT INTO shoal_sessions (app_id, id_hash, {_COLUMNS})
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (app_id, id_hash) DO UPDATE SET
+        version = excluded.version, created = excluded.created,
+        accessed = excluded.accessed, expires = excluded.expires,
+        absolute_expires = excluded.absolute_expires,
+        invalidated = excluded.invalidated, lease_token = excluded.lease_token,
+        lease_until = excluded.lease_until, fields = excluded.fields
+"""
+
+# In: app_id, id_hash. Removes the row; inside the caller's transaction.
+SQLITE_DELETE = "DELETE FROM shoal_sessions WHERE app_id = ? AND id_hash = ?"
+
+# In: app_id or NULL (twice). Out: app_id, id_hash, _COLUMNS for every row.
+SQLITE_LIST = f"""
+    SELECT app_id, id_hash, {_COLUMNS} FROM shoal_sessions
+    WHERE (? IS NULL OR app_id = ?) ORDER BY accessed DESC
+"""
+
+# In: cutoff (now - grace), batch limit, cutoff again. Deletes at most
+# ``limit`` rows expired before the cutoff. The outer WHERE re-checks expiry
+# on the row being deleted, in the same statement, so a save that extended
+# the row after the inner SELECT saw it keeps the row.
+SQLITE_PURGE = """
+    DELETE FROM shoal_sessions
+    WHERE (app_id, id_hash) IN (
+        SELECT app_id, id_hash FROM shoal_sessions WHERE expires <= ? LIMIT ?
+    ) AND expires <= ?
+"""
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL (stores/postgresql.py)
+#
+# Templates: ``{table}``, ``{index}``, ``{lock_key}`` and ``{channel}`` (the
+# NOTIFY channel, as a string literal; payload ``app_id:id_hash``) are filled
+# once per store from a validated name (see postgresql._Statements);
+# parameters are psycopg's ``%(name)s``. Every statement runs on an
+# autocommit connection, so each is its own transaction and ONE round trip.
+# Literal braces are avoided (``jsonb_build_object()`` for ``{}``) because the
+# templates go through ``str.format``.
+#
+# Fields live in one jsonb map: key -> {"v": version, "d": base64 of the bytes}
+# (keys holding U+0000 are escaped by the store, jsonb cannot hold them). A
+# save therefore changes only the keys it names, inside SQL, without sending
+# or reading the rest of the session. Rejected: a bytea blob (the packed map
+# of SQLite) would need a read-modify-write round trip per save; a row per
+# key would make every save a multi-row transaction.
+#
+# Row-level atomicity: every check-then-write statement either takes the row
+# with SELECT ... FOR UPDATE in its first CTE and writes it in a later CTE of
+# the SAME statement, or is a single UPDATE/DELETE whose WHERE holds the
+# whole check. Under READ COMMITTED a concurrent writer makes either form
+# wait for the row and re-evaluate on the newest version, so no write is
+# ever computed from a stale row.
+# ---------------------------------------------------------------------------
+
+PG_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {table} (
+        app_id text NOT NULL,
+        id_hash text NOT NULL,
+        version bigint NOT NULL,
+        created double precision NOT NULL,
+        accessed double precision NOT NULL,
+        expires double precision NOT NULL,
+        absolute_expires double precision NOT NULL,
+        invalidated boolean NOT NULL DEFAULT false,
+        lease_token text,
+        lease_until double precision NOT NULL DEFAULT 0,
+        fields jsonb NOT NULL,
+        PRIMARY KEY (app_id, id_hash)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS {index} ON {table} (expires)",
+)
+
+# In: none ({lock_key} is a literal bigint derived from the table name).
+# Taken inside the migration transaction, before PG_SCHEMA: two processes
+# creating the table at the same moment would otherwise race in the catalog
+# ("duplicate key value violates unique constraint pg_type_typname_nsp_index",
+# which IF NOT EXISTS does not prevent). Released at COMMIT.
+PG_MIGRATE_LOCK = "SELECT pg_advisory_xact_lock({lock_key})"
+
+# In: table (the quoted name as text). Out: one boolean. A catalog read, run
+# once per process before the first operation so an existing table costs no DDL.
+PG_TABLE_EXISTS = "SELECT to_regclass(%(table)s) IS NOT NULL"
+
+_PG_COLUMNS = (
+    "version, created, accessed, expires, absolute_expires, "
+    "invalidated, lease_token, lease_until, fields::text"
+)
+
+_PG_T_COLUMNS = ", ".join("t." + column for column in _PG_COLUMNS.split(", "))
+
+# In: app_id, id_hash. Out: one row of _PG_COLUMNS or none. A plain read, no
+# lock: this is the whole of a load that needs no lease and no touch.
+PG_SELECT = (
+    f"SELECT {_PG_COLUMNS} FROM {{table}} WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s"
+)
+
+# In: app_id, id_hash, now, idle, before (touch when accessed < before).
+# Out: (touched, _PG_COLUMNS...) — the touched row, or the row as it is when
+# the touch did not apply (someone else touched, saved or ended it first);
+# none when the row is gone. Used only after PG_SELECT found a touch due, so
+# it runs at most once per touch interval per session. The UPDATE's WHERE
+# restates load_step: live (not a tombstone, not expired) and still due.
+PG_TOUCH = f"""
+    WITH touched AS (
+        UPDATE {{table}}
+        SET accessed = %(now)s::float8,
+            expires = LEAST(%(now)s::float8 + %(idle)s::float8, absolute_expires)
+        WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s
+          AND NOT invalidated AND expires > %(now)s::float8
+          AND accessed < %(before)s::float8
+        RETURNING {_PG_COLUMNS}
+    )
+    SELECT true, * FROM touched
+    UNION ALL
+    SELECT false, {_PG_COLUMNS} FROM {{table}}
+    WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s
+      AND NOT EXISTS (SELECT 1 FROM touched)
+"""
+
+# In: app_id, id_hash, now, token, lease, before and idle (both NULL: no
+# touch). Out: none when absent; else (status, holder_until, _PG_COLUMNS...)
+# with status 'invalidated' | 'expired' | 'locked' | 'loaded'; the columns
+# are the row after the lease was taken (and the touch done) when 'loaded',
+# NULL otherwise; holder_until is the other holder's lease end when 'locked'.
+# Atomicity: the row is locked (FOR UPDATE) by the first CTE and written by
+# the third, in one statement. Restates load_step: a tombstone or an expired
+# row is reported, never leased; another token's live lease refuses the
+# lock; the caller's own lease is re-entrant and extended.
+PG_LOAD_LOCK = f"""
+    WITH cur AS (
+        SELECT * FROM {{table}}
+        WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s
+        FOR UPDATE
+    ), verdict AS (
+        SELECT cur.app_id, cur.id_hash, cur.lease_until AS holder_until,
+            CASE
+                WHEN cur.invalidated THEN 'invalidated'
+                WHEN cur.expires <= %(now)s::float8 THEN 'expired'
+                WHEN cur.lease_token IS NOT NULL AND cur.lease_token <> %(token)s::text
+                     AND cur.lease_until > %(now)s::float8 THEN 'locked'
+                ELSE 'loaded'
+            END AS status,
+            COALESCE(cur.accessed < %(before)s::float8, false) AS due
+        FROM cur
+    ), taken AS (
+        UPDATE {{table}} AS t
+        SET accessed = CASE WHEN v.due THEN %(now)s::float8 ELSE t.accessed END,
+            expires = CASE
+                WHEN v.due THEN LEAST(%(now)s::float8 + %(idle)s::float8, t.absolute_expires)
+                ELSE t.expires END,
+            lease_token = %(token)s::text,
+            lease_until = %(now)s::float8 + %(lease)s::float8
+        FROM verdict AS v
+        WHERE t.app_id = v.app_id AND t.id_hash = v.id_hash AND v.status = 'loaded'
+        RETURNING {_PG_T_COLUMNS}
+    )
+    SELECT v.status, v.holder_until, taken.* FROM verdict AS v LEFT JOIN taken ON true
+"""
+
+# In: app_id, id_hash, created, now, expires, absolute, token and until
+# (NULL and 0 without a lease), fields (jsonb text: key -> {"v": 1, "d": ...}).
+# Out: one row when created, none when any record (live, expired, tombstone)
+# already holds the key. Atomic: the primary key decides (create_step).
+PG_CREATE = """
+    INSERT INTO {table} (app_id, id_hash, version, created, accessed, expires,
+                         absolute_expires, invalidated, lease_token, lease_until, fields)
+    VALUES (%(app_id)s, %(id_hash)s, 1, %(created)s::float8, %(now)s::float8,
+            %(expires)s::float8, %(absolute)s::float8, false, %(token)s::text,
+            %(until)s::float8, %(fields)s::jsonb)
+    ON CONFLICT (app_id, id_hash) DO NOTHING
+    RETURNING 1
+"""
+
+# In: app_id, id_hash, now, idle, set (jsonb text: key -> base64), delete
+# (text[]), expect_version (bigint or NULL), expect_fields (jsonb text: key ->
+# version or null), token (or NULL), release (bool).
+# Out: none when the row is absent (GONE); else (status, conflicts, version)
+# with status 'gone' | 'lock_lost' | 'conflict' | 'ok', conflicts the keys
+# whose version differed (text[]), version the new record version when 'ok'.
+# Atomicity: FOR UPDATE in ``cur``, the checks in ``checked``, the write in
+# ``written`` and the NOTIFY (delivered at commit, only for an 'ok' release)
+# are one statement. Restates apply_step in its order: gone (tombstone or
+# expired) > lease fencing > record version (LOCK_LOST under a lease,
+# CONFLICT otherwise) > per-key versions. The write bumps the version,
+# writes the fields ({fields}: one of the two below), resets idle expiry,
+# and frees the lease on release. The store renders four variants (merge or
+# replace, with or without per-key expectations) so a save pays only for
+# what it asks: a merge without expectations does no jsonb_each of them.
+PG_APPLY = """
+    WITH cur AS (
+        SELECT * FROM {table}
+        WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s
+        FOR UPDATE
+    ), checked AS (
+        SELECT cur.*, v.conflicts,
+            CASE
+                WHEN cur.invalidated OR cur.expires <= %(now)s::float8 THEN 'gone'
+                WHEN %(token)s::text IS NOT NULL
+                     AND NOT (cur.lease_token IS NOT DISTINCT FROM %(token)s::text
+                              AND cur.lease_until > %(now)s::float8) THEN 'lock_lost'
+                WHEN %(expect_version)s::bigint IS NOT NULL
+                     AND cur.version <> %(expect_version)s::bigint THEN
+                    CASE WHEN %(token)s::text <> '' THEN 'lock_lost' ELSE 'conflict' END
+                WHEN cardinality(v.conflicts) > 0 THEN 'conflict'
+                ELSE 'ok'
+            END AS status
+        FROM cur CROSS JOIN LATERAL (SELECT {conflicts} AS conflicts) AS v
+    ), written AS (
+        UPDATE {table} AS t
+        SET version = c.version + 1,
+            fields = {fields},
+            accessed = %(now)s::float8,
+            expires = LEAST(%(now)s::float8 + %(idle)s::float8, c.absolute_expires),
+            lease_token = CASE WHEN %(release)s::boolean THEN NULL ELSE c.lease_token END,
+            lease_until = CASE WHEN %(release)s::boolean THEN 0 ELSE c.lease_until END
+        FROM checked AS c
+        WHERE t.app_id = c.app_id AND t.id_hash = c.id_hash AND c.status = 'ok'
+        RETURNING t.version
+    )
+    SELECT c.status, c.conflicts, w.version,
+        CASE WHEN w.version IS NOT NULL AND %(release)s::boolean
+             THEN pg_notify({channel}, %(app_id)s || ':' || %(id_hash)s) END
+    FROM checked AS c LEFT JOIN written AS w ON true
+"""
+
+# {fields} of a merge: the deleted keys go, then the set keys are written
+# with the new version (set wins over delete, as in apply_step).
+PG_APPLY_FIELDS_MERGE = """c.fields - %(delete)s::text[] || COALESCE((
+        SELECT jsonb_object_agg(s.key, jsonb_build_object('v', c.version + 1, 'd', s.value))
+        FROM jsonb_each(%(set)s::jsonb) AS s), jsonb_build_object())"""
+
+# {fields} of a replace: only the set keys remain; a key whose bytes did not
+# change keeps its version (a whole-record write is not a change of it).
+PG_APPLY_FIELDS_REPLACE = """COALESCE((
+        SELECT jsonb_object_agg(s.key, jsonb_build_object(
+            'v', CASE WHEN (c.fields -> s.key -> 'd') = s.value THEN c.fields -> s.key -> 'v'
+                      ELSE to_jsonb(c.version + 1) END,
+            'd', s.value))
+        FROM jsonb_each(%(set)s::jsonb) AS s), jsonb_build_object())"""
+
+# {conflicts} with per-key expectations: the keys whose stored version
+# differs from the one seen (null = the key was absent).
+PG_APPLY_CONFLICTS = """ARRAY(
+            SELECT e.key FROM jsonb_each(%(expect_fields)s::jsonb) AS e
+            WHERE (cur.fields -> e.key -> 'v') IS DISTINCT FROM NULLIF(e.value, 'null'::jsonb))"""
+
+# {conflicts} without expectations.
+PG_APPLY_NO_CONFLICTS = "ARRAY[]::text[]"
+
+# In: app_id, id_hash, now, token (or NULL). Out: one row when
+# a live record became a tombstone, none otherwise (absent, expired, already
+# a tombstone, or ``token`` given and not holding a live lease). One UPDATE
+# whose WHERE is the whole check of invalidate_step; the tombstone keeps
+# ``created``, empties the fields, drops any lease, bumps the version and
+# lasts until the absolute expiry. Wakes lease waiters at commit.
+PG_INVALIDATE = """
+    WITH ended AS (
+        UPDATE {table}
+        SET version = version + 1, accessed = %(now)s::float8, expires = absolute_expires,
+            invalidated = true, lease_token = NULL, lease_until = 0,
+            fields = jsonb_build_object()
+        WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s
+          AND NOT invalidated AND expires > %(now)s::float8
+          AND (%(token)s::text IS NULL
+               OR (lease_token = %(token)s::text AND lease_until > %(now)s::float8))
+        RETURNING 1
+    )
+    SELECT pg_notify({channel}, %(app_id)s || ':' || %(id_hash)s) FROM ended
+"""
+
+# In: app_id, id_hash, token. Out: one row when the lease was
+# freed, none when ``token`` did not hold it (expired or not: unlock_step
+# compares the token only). One UPDATE; wakes waiters at commit.
+PG_UNLOCK = """
+    WITH freed AS (
+        UPDATE {table} SET lease_token = NULL, lease_until = 0
+        WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s AND lease_token = %(token)s::text
+        RETURNING 1
+    )
+    SELECT pg_notify({channel}, %(app_id)s || ':' || %(id_hash)s) FROM freed
+"""
+
+# In: app_id, id_hash, token, now, lease. Out: one row when renewed, none when
+# the lease is not held live by ``token`` or the record is a tombstone
+# (renew_step). One UPDATE.
+PG_RENEW = """
+    UPDATE {table} SET lease_until = %(now)s::float8 + %(lease)s::float8
+    WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s AND NOT invalidated
+      AND lease_token = %(token)s::text AND lease_until > %(now)s::float8
+    RETURNING 1
+"""
+
+# In: app_id, id_hash. Out: one row when a record was removed.
+# One DELETE; wakes waiters (a waiter then finds the session absent).
+PG_DELETE = """
+    WITH removed AS (
+        DELETE FROM {table} WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s RETURNING 1
+    )
+    SELECT pg_notify({channel}, %(app_id)s || ':' || %(id_hash)s) FROM removed
+"""
+
+# In: app_id or NULL. Out: app_id, id_hash, _PG_COLUMNS of every row of that
+# namespace (or all), newest access first. A plain read (admin listing).
+PG_LIST = f"""
+    SELECT app_id, id_hash, {_PG_COLUMNS} FROM {{table}}
+    WHERE (%(app_id)s::text IS NULL OR app_id = %(app_id)s::text)
+    ORDER BY accessed DESC
+"""
+
+# In: cutoff (now - grace), limit. Out: the number of rows deleted (rowcount).
+# The inner SELECT walks the expires index, oldest first, at most ``limit``
+# rows, skipping rows a request holds right now (SKIP LOCKED: concurrent
+# purgers and savers never wait for each other). The outer WHERE re-checks
+# the expiry on the row being deleted: under READ COMMITTED a save that
+# extended the row meanwhile makes the DELETE re-read it and keep it.
+PG_PURGE = """
+    DELETE FROM {table}
+    WHERE (app_id, id_hash) IN (
+        SELECT app_id, id_hash FROM {table}
+        WHERE expires <= %(cutoff)s::float8
+        ORDER BY expires
+        LIMIT %(limit)s::bigint
+        FOR UPDATE SKIP LOCKED
+    ) AND expires <= %(cutoff)s::float8
+"""
+
+
+# ---------------------------------------------------------------------------
+# MySQL / MariaDB (stores/mysql.py)
+#
+# ``{table}`` is a validated, backquoted identifier; parameters are PyMySQL's
+# ``%(name)s`` (escaped client-side). The store runs the shared pure steps of
+# _state.py between a locking read and a write of one transaction (READ
+# COMMITTED, so a locking read of an absent row takes no gap lock), the way
+# SQLite does: the rules are written once, in Python. Fields are the packed
+# map of _state.pack_fields, as in SQLite. With CLIENT.MULTI_STATEMENTS the
+# transaction costs two round trips: "START TRANSACTION; SELECT ... FOR
+# UPDATE", then "UPDATE ...; COMMIT" (or "COMMIT" alone). Rejected: a
+# one-statement restatement in SQL as for PostgreSQL; MySQL has no
+# data-modifying CTE and no RETURNING (MariaDB has RETURNING on DELETE and
+# INSERT only), so it would take a stored procedure to install and version.
+# ---------------------------------------------------------------------------
+
+MYSQL_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {table} (
+        app_id VARCHAR(255) NOT NULL,
+        id_hash VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        version BIGINT NOT NULL,
+        created DOUBLE NOT NULL,
+        accessed DOUBLE NOT NULL,
+        expires DOUBLE NOT NULL,
+        absolute_expires DOUBLE NOT NULL,
+        invalidated TINYINT(1) NOT NULL DEFAULT 0,
+        lease_token VARCHAR(255) NULL,
+        lease_until DOUBLE NOT NULL DEFAULT 0,
+        fields LONGBLOB NOT NULL,
+        PRIMARY KEY (app_id, id_hash),
+        KEY {index} (expires)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+    """,
+)
+
+_MYSQL_COLUMNS = (
+    "version, created, accessed, expires, absolute_expires, "
+    "invalidated, lease_token, lease_until, fields"
+)
+
+# In: app_id, id_hash. Out: one row of _MYSQL_COLUMNS or none. A plain
+# (consistent, non-locking) read in autocommit: a load that needs no write.
+MYSQL_SELECT = (
+    f"SELECT {_MYSQL_COLUMNS} FROM {{table}} WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s"
+)
+
+# In: app_id, id_hash. Out: the first result is START TRANSACTION's (empty),
+# the second the row or none, now locked until COMMIT/ROLLBACK. One round
+# trip; the store then runs the pure step and ends with one of the below.
+MYSQL_BEGIN_SELECT_FOR_UPDATE = f"START TRANSACTION; {MYSQL_SELECT} FOR UPDATE"
+
+# In: app_id, id_hash, then _MYSQL_COLUMNS' values. Overwrites the row read
+# FOR UPDATE in this transaction, and commits. One round trip.
+MYSQL_UPDATE_COMMIT = """
+    UPDATE {table} SET version = %(version)s, created = %(created)s, accessed = %(accessed)s,
+        expires = %(expires)s, absolute_expires = %(absolute_expires)s,
+        invalidated = %(invalidated)s, lease_token = %(lease_token)s,
+        lease_until = %(lease_until)s, fields = %(fields)s
+    WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s;
+    COMMIT
+"""
+
+# In: app_id, id_hash. Removes the row read FOR UPDATE, and commits.
+MYSQL_DELETE_COMMIT = (
+    "DELETE FROM {table} WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s; COMMIT"
+)
+
+# Ends a transaction that wrote nothing (releases the row lock).
+MYSQL_COMMIT = "COMMIT"
+MYSQL_ROLLBACK = "ROLLBACK"
+
+# In: app_id, id_hash, _MYSQL_COLUMNS' values. Create-if-absent in one
+# autocommit statement: the primary key decides; a duplicate key error
+# (1062) means some record (live, expired or tombstone) exists: create_step.
+MYSQL_INSERT = f"""
+    INSERT INTO {{table}} (app_id, id_hash, {_MYSQL_COLUMNS})
+    VALUES (%(app_id)s, %(id_hash)s, %(version)s, %(created)s, %(accessed)s, %(expires)s,
+            %(absolute_expires)s, %(invalidated)s, %(lease_token)s, %(lease_until)s, %(fields)s)
+"""
+
+# In: app_id, id_hash. Removes a record outright (admin delete), autocommit.
+# Out: rowcount.
+MYSQL_DELETE = "DELETE FROM {table} WHERE app_id = %(app_id)s AND id_hash = %(id_hash)s"
+
+# In: app_id or NULL (twice). Out: app_id, id_hash, _MYSQL_COLUMNS for every row.
+MYSQL_LIST = f"""
+    SELECT app_id, id_hash, {_MYSQL_COLUMNS} FROM {{table}}
+    WHERE (%(app_id)s IS NULL OR app_id = %(app_id)s) ORDER BY accessed DESC
+"""
+
+# In: cutoff (now - grace), limit. Out: rowcount. One autocommit DELETE that
+# walks the expires index oldest first; InnoDB evaluates the WHERE on the
+# latest committed row it locks, so a save that extended a row keeps it.
+MYSQL_PURGE = """
+    DELETE FROM {table} WHERE expires <= %(cutoff)s ORDER BY expires LIMIT %(limit)s
+"""

@@ -1,0 +1,254 @@
+"""The store contract: a few atomic primitives that move bytes and versions.
+
+A store never decodes session values and never sees a cookie. The manager and
+the policies own the meaning; a store only has to make each call below atomic
+(one Lua script, one SQL transaction, one locked read-modify-write).
+
+Record model, per ``RecordKey(app_id, id_hash)``:
+
+- ``version``: bumped by every ``apply`` that writes; never by a touch.
+- ``fields``: key -> opaque bytes, with ``field_versions`` key -> the record
+  version that last wrote the key (optimistic conflict detection).
+- ``created``, ``accessed``, ``expires`` (idle expiry, capped by
+  ``absolute_expires``).
+- state: live or tombstone. ``invalidate`` leaves a tombstone until
+  ``absolute_expires`` so neither a late save nor a client replica can bring
+  the session back.
+- an optional lease (``token``, ``until``) for the serialized policy.
+
+Rules every store follows (the contract suite checks them):
+
+1. ``load`` never returns a record whose ``expires <= now`` (reported as
+   ``EXPIRED``) nor a tombstone (``INVALIDATED``).
+2. ``apply`` onto an absent, expired or tombstoned record writes nothing and
+   returns ``GONE``: a save never re-creates a session.
+3. ``purge`` deletes only records with ``expires + grace <= now``, and the
+   delete re-checks that condition atomically, so a concurrent save wins.
+4. A lease is free when absent or ``until <= now``. ``apply`` with a
+   ``lease_token`` that does not hold a live lease returns ``LOCK_LOST`` and
+   writes nothing (fencing).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "ApplyResult",
+    "ApplyStatus",
+    "Change",
+    "LoadResult",
+    "LoadStatus",
+    "LockRequest",
+    "NewRecord",
+    "Record",
+    "RecordInfo",
+    "RecordKey",
+    "Store",
+    "Touch",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKey:
+    """Where a session lives: the manager's namespace and the id's hash."""
+
+    app_id: str
+    id_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Extend idle expiry when the last access is older than ``if_accessed_before``.
+
+    The new expiry is ``min(now + idle_timeout, absolute_expires)``.
+    """
+
+    if_accessed_before: float
+    idle_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    """Take (or keep) the record's lease for ``token`` until ``now + lease``."""
+
+    token: str
+    lease: float
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A live session as the store holds it."""
+
+    version: int
+    created: float
+    accessed: float
+    expires: float
+    absolute_expires: float
+    fields: Mapping[str, bytes]
+    field_versions: Mapping[str, int]
+
+
+class LoadStatus(enum.Enum):
+    LOADED = "loaded"
+    ABSENT = "absent"
+    EXPIRED = "expired"
+    INVALIDATED = "invalidated"
+    LOCKED = "locked"  # a LockRequest was refused: another holder's lease is live
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What ``load`` found. ``record`` is set only when ``status`` is LOADED.
+
+    ``locked_until`` is the other holder's lease end when ``status`` is LOCKED.
+    """
+
+    status: LoadStatus
+    record: Record | None = None
+    locked_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A session to create; its fields all get version 1, as does the record."""
+
+    created: float
+    expires: float
+    absolute_expires: float
+    fields: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One atomic save: checks first, then writes, or nothing at all.
+
+    - ``set``/``delete``: the keys this request wrote and deleted (merge).
+    - ``replace``: drop every key not in ``set`` (lossy: whole record).
+    - ``expect_version``: compare-and-set on the record version.
+    - ``expect_fields``: key -> version seen at load (``None`` = was absent);
+      any difference is a conflict naming the key (optimistic).
+    - ``lease_token``: must hold a live lease (fencing); ``release`` frees it.
+    - every successful apply also resets idle expiry: accessed = now,
+      expires = min(now + idle_timeout, absolute_expires).
+    """
+
+    idle_timeout: float
+    set: Mapping[str, bytes] = field(default_factory=dict)
+    delete: Collection[str] = ()
+    replace: bool = False
+    expect_version: int | None = None
+    expect_fields: Mapping[str, int | None] = field(default_factory=dict)
+    lease_token: str | None = None
+    release: bool = False
+
+
+class ApplyStatus(enum.Enum):
+    OK = "ok"
+    GONE = "gone"  # absent, expired or invalidated: nothing written
+    CONFLICT = "conflict"  # expect_version or expect_fields failed
+    LOCK_LOST = "lock_lost"  # lease_token does not hold a live lease
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    status: ApplyStatus
+    version: int | None = None  # the record version after a successful apply
+    conflicts: tuple[str, ...] = ()  # keys whose versions differed
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """Metadata of one stored record, for listing and admin tools."""
+
+    key: RecordKey
+    version: int
+    created: float
+    accessed: float
+    expires: float
+    invalidated: bool
+    size: int  # bytes of field data
+    locked_until: float | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The primitives every store implements atomically.
+
+    ``now`` is always passed in by the caller (the manager's clock), so stores
+    never read the time on their own and tests never sleep.
+    """
+
+    url: str
+    """The store's URL with any password masked; safe to log."""
+
+    def load(
+        self,
+        key: RecordKey,
+        *,
+        now: float,
+        touch: Touch | None = None,
+        lock: LockRequest | None = None,
+    ) -> LoadResult:
+        """Read a live record, touching it and taking its lease in the same step.
+
+        With ``lock``, a record whose lease is held by another live token is
+        not returned (``LOCKED``); the lease is taken only when the record is
+        live (there is nothing to lock on an absent session).
+        """
+        ...
+
+    def create(
+        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
+    ) -> bool:
+        """Create the record if no record (live, expired or tombstone) exists."""
+        ...
+
+    def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
+        """Check and write one ``Change`` atomically; see the class docs."""
+        ...
+
+    def invalidate(
+        self, key: RecordKey, *, now: float, lease_token: str | None = None
+    ) -> bool:
+        """Replace a record by a tombstone kept until its absolute expiry.
+
+        Returns False when there was no live record (nothing to do), or when
+        ``lease_token`` is given and does not hold the lease.
+        """
+        ...
+
+    def delete(self, key: RecordKey) -> bool:
+        """Remove a record outright (admin use); True if something was removed."""
+        ...
+
+    def unlock(self, key: RecordKey, token: str) -> None:
+        """Free the lease if ``token`` holds it, and wake waiters."""
+        ...
+
+    def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
+        """Extend a lease ``token`` still holds; False when it was lost."""
+        ...
+
+    def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
+        """Block up to ``timeout`` seconds or until the lease may have been freed.
+
+        May return early (spuriously); the caller re-tries ``load``. Stores
+        with notifications (Redis, PostgreSQL) wake on them; others back off.
+        """
+        ...
+
+    def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
+        """Every record (live, expired-in-grace, tombstone) of ``app_id`` or all."""
+        ...
+
+    def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` records with ``expires + grace <= now``; the count."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...

@@ -1,0 +1,858 @@
+"""``postgresql://``: sessions in one PostgreSQL table, one statement per operation.
+
+Each contract operation is ONE SQL statement on an autocommit connection
+from a psycopg_pool pool, so one round trip and one implicit transaction:
+the checks of ``_state.py`` (live, not a tombstone, lease, record version,
+per-key versions) are restated in SQL next to the write they guard (see the
+PostgreSQL section of ``_sql.py``). A load that needs no lease and is not
+due a touch is one plain SELECT; a due touch adds one UPDATE, at most once
+per touch interval per session.
+
+Fields are a jsonb map ``key -> {"v": version, "d": base64}``, so a save
+sends only the keys it changed and the merge happens inside the statement.
+
+Lease waiters sleep on LISTEN/NOTIFY: unlock, a releasing save, invalidate
+and delete call ``pg_notify`` in the same statement (delivered at commit);
+each process keeps one listening connection per store, read by a daemon
+thread that wakes the waiting threads (``_Waker``).
+
+Every psycopg and pool error becomes ``StoreUnavailable`` with the cause
+chained. Nothing waits unbounded: ``connect_timeout`` (connecting),
+``pool_timeout`` (waiting for a pooled connection), ``statement_timeout``
+(server side, also the row-lock wait) and ``socket_timeout`` (TCP user
+timeout and keepalives for a dead network, and a client-side watchdog for a
+server that accepts but never answers; libpq has no read timeout).
+
+The store is fork-safe (a child opens its own pool and listener and never
+closes the parent's) and thread-safe. ``open_store`` puts it behind the
+process-wide circuit breaker of its URL (``_breaker.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import ConfigError, StoreUnavailable
+from . import _sql
+from ._state import StoredRecord, load_step
+from ._url import boolean, mask_url, query_options, seconds, table_name
+from .base import (
+    ApplyResult,
+    ApplyStatus,
+    Change,
+    LoadResult,
+    LoadStatus,
+    LockRequest,
+    NewRecord,
+    RecordInfo,
+    RecordKey,
+    Touch,
+)
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger("shoal.stores.postgresql")
+
+T = TypeVar("T")
+Cursor = psycopg.Cursor[TupleRow]
+
+# A name we quote ourselves; short enough that "<name>_expires" and
+# "<name>_wake" stay within PostgreSQL's 63-byte identifiers.
+
+# libpq parameters passed through from the URL query as they are.
+_LIBPQ_OPTIONS = (
+    "application_name",
+    "host",
+    "sslcert",
+    "sslkey",
+    "sslmode",
+    "sslrootcert",
+    "target_session_attrs",
+)
+
+
+_SECONDS = seconds()
+
+_TABLE_NAME = table_name(48)
+
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "table": _TABLE_NAME,
+    "min_size": int,
+    "max_size": int,
+    "connect_timeout": _SECONDS,
+    "statement_timeout": _SECONDS,
+    "pool_timeout": _SECONDS,
+    "socket_timeout": _SECONDS,
+    "reconnect_timeout": _SECONDS,
+    "prepared": boolean,
+    "lock_poll": _SECONDS,
+    **{name: str for name in _LIBPQ_OPTIONS},
+}
+
+# Why the latest connection attempt to a conninfo failed: the pool connects in
+# its own threads, and a request that times out waiting for a connection
+# should still say "connection refused" or "password authentication failed".
+_CONNECT_ERRORS: dict[str, str] = {}
+
+# Pools and listeners inherited through fork() are never closed by the child:
+# closing would send Terminate on the parent's sockets. They are kept here so
+# no finalizer closes them either.
+_INHERITED: list[object] = []
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
+class _Connection(psycopg.Connection[TupleRow]):
+    """A connection that records why connecting failed (see ``_CONNECT_ERRORS``)."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> _Connection:
+        try:
+            conn = super().connect(conninfo, **kwargs)
+        except psycopg.Error as exc:
+            _CONNECT_ERRORS[conninfo] = _describe(exc)
+            raise
+        _CONNECT_ERRORS.pop(conninfo, None)
+        return conn
+
+
+# -- fields <-> jsonb ---------------------------------------------------------
+
+# jsonb cannot hold U+0000, and JSON cannot hold a lone surrogate: such keys
+# (and keys that start with the escape mark itself) are stored as the mark
+# followed by the base64 of their UTF-8 (surrogatepass) bytes.
+_ESCAPE = "\x01"
+
+
+def _map_key(key: str) -> str:
+    if "\x00" in key or key.startswith(_ESCAPE) or not _plain_utf8(key):
+        raw = key.encode("utf-8", "surrogatepass")
+        return _ESCAPE + base64.b64encode(raw).decode("ascii")
+    return key
+
+
+def _unmap_key(stored: str) -> str:
+    if stored.startswith(_ESCAPE):
+        return base64.b64decode(stored[1:]).decode("utf-8", "surrogatepass")
+    return stored
+
+
+def _plain_utf8(key: str) -> bool:
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def _record(row: tuple[Any, ...] | list[Any]) -> StoredRecord:
+    """A row of ``_PG_COLUMNS`` as the pure model of ``_state.py``."""
+    (version, created, accessed, expires, absolute, invalidated, token, until, blob) = row
+    fields: dict[str, bytes] = {}
+    versions: dict[str, int] = {}
+    for stored, entry in orjson.loads(blob).items():
+        key = _unmap_key(stored)
+        fields[key] = base64.b64decode(entry["d"])
+        versions[key] = int(entry["v"])
+    return StoredRecord(
+        version=int(version),
+        created=created,
+        accessed=accessed,
+        expires=expires,
+        absolute_expires=absolute,
+        fields=fields,
+        field_versions=versions,
+        invalidated=bool(invalidated),
+        lease_token=token,
+        lease_until=until,
+    )
+
+
+class _Statements:
+    """The PostgreSQL statements of ``_sql.py`` for one table, rendered once."""
+
+    def __init__(self, table: str) -> None:
+        quoted = f'"{table}"'
+        lock_key = int.from_bytes(
+            hashlib.sha256(f"shoal:{table}".encode()).digest()[:8], "big", signed=True
+        )
+        self.channel = f"{table}_wake"
+        names = {
+            "table": quoted,
+            "index": f'"{table}_expires"',
+            "lock_key": str(lock_key),
+            "channel": f"'{self.channel}'",
+        }
+
+        def render(template: str, **extra: str) -> str:
+            return template.format(**names, **extra)
+
+        self.quoted_table = quoted
+        self.listen = f'LISTEN "{self.channel}"'
+        self.schema = tuple(render(s) for s in _sql.PG_SCHEMA)
+        self.migrate_lock = render(_sql.PG_MIGRATE_LOCK)
+        self.table_exists = _sql.PG_TABLE_EXISTS
+        self.select = render(_sql.PG_SELECT)
+        self.touch = render(_sql.PG_TOUCH)
+        self.load_lock = render(_sql.PG_LOAD_LOCK)
+        self.create = render(_sql.PG_CREATE)
+        # (replace, with per-key expectations) -> its variant of PG_APPLY
+        self.apply = {
+            (replace, expect): render(
+                _sql.PG_APPLY,
+                fields=_sql.PG_APPLY_FIELDS_REPLACE if replace else _sql.PG_APPLY_FIELDS_MERGE,
+                conflicts=_sql.PG_APPLY_CONFLICTS if expect else _sql.PG_APPLY_NO_CONFLICTS,
+            )
+            for replace in (False, True)
+            for expect in (False, True)
+        }
+        self.invalidate = render(_sql.PG_INVALIDATE)
+        self.unlock = render(_sql.PG_UNLOCK)
+        self.renew = render(_sql.PG_RENEW)
+        self.delete = render(_sql.PG_DELETE)
+        self.list = render(_sql.PG_LIST)
+        self.purge = render(_sql.PG_PURGE)
+
+
+class PostgresStore:
+    """Sessions in one PostgreSQL table, reached through a connection pool.
+
+    ``conninfo`` is a libpq URL or key=value string (it may hold a password;
+    it is never shown). ``url`` is the masked URL shown in errors and logs.
+    ``lock_poll``: a lease waiter re-checks at least this often even without
+    a notification (a backstop). ``connect_kwargs``: extra keyword arguments
+    for the pool's ``psycopg.connect`` (e.g. ``cursor_factory``).
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        url: str | None = None,
+        table: str = "shoal_sessions",
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 5.0,
+        pool_timeout: float | None = None,
+        socket_timeout: float = 10.0,
+        reconnect_timeout: float = 10.0,
+        prepared: bool = True,
+        lock_poll: float = 1.0,
+        libpq: Mapping[str, str] | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        try:
+            _TABLE_NAME(table)
+        except ValueError as exc:
+            raise ConfigError(f"table={table!r}: {exc}") from None
+        if min_size < 0 or max_size < max(min_size, 1):
+            raise ConfigError(
+                f"min_size={min_size}, max_size={max_size}: need 0 <= min_size <= max_size, "
+                "max_size >= 1"
+            )
+        self.url = mask_url(url) if url else "postgresql://(conninfo)"
+        self.table = table
+        self.conninfo = conninfo
+        self.min_size, self.max_size = min_size, max_size
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
+        self.pool_timeout = pool_timeout if pool_timeout is not None else connect_timeout
+        self.socket_timeout = socket_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self.lock_poll = lock_poll
+        self._q = _Statements(table)
+        socket_ms = int(socket_timeout * 1000)
+        statement_ms = max(1, int(statement_timeout * 1000))
+        self._connect_kwargs: dict[str, Any] = {
+            "application_name": "shoal",
+            **dict(libpq or {}),
+            # libpq takes whole seconds; a value below 2 is read as 2.
+            "connect_timeout": max(2, math.ceil(connect_timeout)),
+            # A dead peer or network is noticed within socket_timeout; a
+            # server that is up but silent is cut by the _Watchdog.
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(socket_timeout / 2)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": socket_ms,
+        }
+        self._pool_kwargs: dict[str, Any] = {
+            **self._connect_kwargs,
+            "autocommit": True,
+            # Server-side prepared after 5 runs (the plan is reused); behind
+            # pgbouncer in transaction mode, set ``prepared=false``.
+            "prepare_threshold": 5 if prepared else None,
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+            **dict(connect_kwargs or {}),
+        }
+        self._lock = threading.Lock()
+        self._thread_state = threading.local()
+        self._pool_obj: ConnectionPool[_Connection] | None = None
+        self._waker_obj: _Waker | None = None
+        self._watchdog_obj: _Watchdog | None = None
+        self._pid = os.getpid()
+        self._schema_ready = False
+        self._closed = False
+        _STORES.add(self)
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """``postgresql://user:password@host:port/db?table=...&max_size=...``."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("postgresql", "postgres"):
+            raise ConfigError(f"{mask_url(url)} is not a postgresql:// URL")
+        options = query_options(url, _OPTIONS)
+        libpq = {name: options.pop(name) for name in _LIBPQ_OPTIONS if name in options}
+        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
+        return cls(conninfo, url=url, libpq=libpq, **options)
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.url} table={self.table}>"
+
+    # -- connections --------------------------------------------------------
+
+    def _pool(self) -> ConnectionPool[_Connection]:
+        pool = self._pool_obj
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(self.url, "the store was closed")
+            if self._pid != os.getpid():
+                self._forked()
+            if self._pool_obj is None:
+                pool = ConnectionPool(
+                    self.conninfo,
+                    connection_class=_Connection,
+                    kwargs=self._pool_kwargs,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    timeout=self.pool_timeout,
+                    reconnect_timeout=self.reconnect_timeout,
+                    name=f"shoal:{self.table}",
+                    num_workers=2,
+                    open=False,
+                )
+                pool.open(wait=False)
+                self._pool_obj = pool
+            return self._pool_obj
+
+    def _forked(self) -> None:
+        """In a child process: forget the parent's pool and listener, never close them."""
+        _INHERITED.extend(x for x in (self._pool_obj, self._waker_obj) if x is not None)
+        self._pool_obj, self._waker_obj, self._watchdog_obj = None, None, None
+        self._pid = os.getpid()
+
+    def _unavailable(self, exc: BaseException, cut: _Cut | None = None) -> StoreUnavailable:
+        detail = _describe(exc)
+        if cut is not None and cut.fired:
+            detail = f"no answer within {self._watchdog().limit:g}s (socket_timeout): {detail}"
+        if isinstance(exc, PoolTimeout):
+            cause = _CONNECT_ERRORS.get(self.conninfo)
+            detail = f"no connection within {self.pool_timeout:g}s" + (
+                f" (last connect error: {cause})" if cause else ""
+            )
+        return StoreUnavailable(self.url, detail)
+
+    def _run(self, query: str, params: Mapping[str, Any], consume: Callable[[Cursor], T]) -> T:
+        """Execute one statement on a pooled connection and read its result."""
+        self._ensure_schema()
+        for attempt in range(2):
+            pool = self._pool()
+            broken = False
+            cut = _Cut()
+            try:
+                with pool.connection() as conn, self._watchdog().watch(conn, cut):
+                    try:
+                        return consume(conn.execute(query, params))
+                    except psycopg.OperationalError:
+                        broken = conn.broken or cut.fired
+                        raise
+            except psycopg.errors.UndefinedTable as exc:
+                # The table was dropped under us (like a lost SQLite file):
+                # recreate it once; the failed statement changed nothing.
+                if attempt:
+                    raise self._unavailable(exc) from exc
+                self._schema_ready = False
+                self._ensure_schema()
+            except psycopg.Error as exc:
+                if broken:
+                    # One dead connection means the server went away: drop
+                    # the idle ones too, so the next requests reconnect
+                    # instead of each failing on a dead socket.
+                    pool.drain()
+                raise self._unavailable(exc, cut) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        cut = _Cut()
+        try:
+            with self._pool().connection() as conn, self._watchdog().watch(conn, cut):
+                exists = conn.execute(
+                    self._q.table_exists, {"table": self._q.quoted_table}
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise self._unavailable(exc, cut) from exc
+        if not (exists and exists[0]):
+            self.migrate()
+        self._schema_ready = True
+
+    def migrate(self) -> None:
+        """Create the table and its index if missing; safe to run concurrently."""
+        cut = _Cut()
+        try:
+            with self._pool().connection() as conn, self._watchdog().watch(conn, cut):
+                with conn.transaction():
+                    conn.execute(self._q.migrate_lock)
+                    for statement in self._q.schema:
+                        conn.execute(statement)
+        except psycopg.Error as exc:
+            raise self._unavailable(exc, cut) from exc
+        self._schema_ready = True
+
+    def _key(self, key: RecordKey) -> dict[str, Any]:
+        return {"app_id": key.app_id, "id_hash": key.id_hash}
+
+    # -- the contract -------------------------------------------------------
+
+    def load(
+        self,
+        key: RecordKey,
+        *,
+        now: float,
+        touch: Touch | None = None,
+        lock: LockRequest | None = None,
+    ) -> LoadResult:
+        if lock is not None:
+            return self._load_locked(key, now=now, touch=touch, lock=lock)
+        row = self._run(self._q.select, self._key(key), _one)
+        result, outcome = load_step(
+            _record(row) if row else None, now=now, touch=touch, lock=None
+        )
+        if outcome is None:
+            return result
+        # A touch is due (at most once per touch interval): one UPDATE that
+        # re-checks it and answers with the row either way.
+        assert touch is not None
+        params = {
+            **self._key(key),
+            "now": now,
+            "idle": touch.idle_timeout,
+            "before": touch.if_accessed_before,
+        }
+        row = self._run(self._q.touch, params, _one)
+        return load_step(_record(row[1:]) if row else None, now=now, touch=None, lock=None)[0]
+
+    def _load_locked(
+        self, key: RecordKey, *, now: float, touch: Touch | None, lock: LockRequest
+    ) -> LoadResult:
+        params = {
+            **self._key(key),
+            "now": now,
+            "token": lock.token,
+            "lease": lock.lease,
+            "before": touch.if_accessed_before if touch else None,
+            "idle": touch.idle_timeout if touch else None,
+        }
+        # Where the notifications stood before this load was sent: a release
+        # after it wakes this thread's wait_unlocked (see _Waker).
+        waker = self._waker_obj if self._pid == os.getpid() else None
+        mark = waker.mark() if waker is not None else None
+        row = self._run(self._q.load_lock, params, _one)
+        if row is None:
+            return LoadResult(LoadStatus.ABSENT)
+        status, holder_until = row[0], row[1]
+        if status == "loaded":
+            return LoadResult(LoadStatus.LOADED, _record(row[2:]).to_record())
+        if status == "locked":
+            self._marks()[key] = mark
+            return LoadResult(LoadStatus.LOCKED, locked_until=holder_until)
+        return LoadResult(LoadStatus(status))
+
+    def create(
+        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
+    ) -> bool:
+        fields = {_map_key(k): {"v": 1, "d": _b64(v)} for k, v in record.fields.items()}
+        params = {
+            **self._key(key),
+            "created": record.created,
+            "now": now,
+            "expires": record.expires,
+            "absolute": record.absolute_expires,
+            "token": lock.token if lock else None,
+            "until": now + lock.lease if lock else 0.0,
+            "fields": _json(fields),
+        }
+        return self._run(self._q.create, params, _one) is not None
+
+    def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
+        params = {
+            "app_id": key.app_id,
+            "id_hash": key.id_hash,
+            "now": now,
+            "idle": change.idle_timeout,
+            "set": _json({_map_key(k): _b64(v) for k, v in change.set.items()}),
+            "expect_version": change.expect_version,
+            "token": change.lease_token,
+            "release": change.release,
+        }
+        if not change.replace:
+            params["delete"] = [_map_key(k) for k in change.delete]
+        expect = bool(change.expect_fields)
+        if expect:
+            params["expect_fields"] = _json(
+                {_map_key(k): v for k, v in change.expect_fields.items()}
+            )
+        row = self._run(self._q.apply[change.replace, expect], params, _one)
+        if row is None:
+            return ApplyResult(ApplyStatus.GONE)
+        status, conflicts, version = row[0], row[1], row[2]
+        if status == "ok":
+            return ApplyResult(ApplyStatus.OK, version=int(version))
+        if status == "conflict":
+            keys = tuple(sorted(_unmap_key(k) for k in conflicts or ()))
+            return ApplyResult(ApplyStatus.CONFLICT, conflicts=keys)
+        return ApplyResult(ApplyStatus(status))
+
+    def invalidate(
+        self, key: RecordKey, *, now: float, lease_token: str | None = None
+    ) -> bool:
+        params = {**self._key(key), "now": now, "token": lease_token}
+        return self._run(self._q.invalidate, params, _one) is not None
+
+    def delete(self, key: RecordKey) -> bool:
+        return self._run(self._q.delete, self._key(key), _one) is not None
+
+    def unlock(self, key: RecordKey, token: str) -> None:
+        self._run(self._q.unlock, {**self._key(key), "token": token}, _one)
+
+    def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
+        params = {**self._key(key), "token": token, "now": now, "lease": lease}
+        return self._run(self._q.renew, params, _one) is not None
+
+    def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
+        marks: dict[RecordKey, tuple[int, int] | None] = self._marks()
+        mark = marks.pop(key, None)
+        if timeout <= 0:
+            return
+        self._waker().wait(f"{key.app_id}:{key.id_hash}", timeout, mark)
+
+    def _marks(self) -> dict[RecordKey, tuple[int, int] | None]:
+        """This thread's notification marks, per key it found LOCKED."""
+        marks: dict[RecordKey, tuple[int, int] | None] | None = getattr(
+            self._thread_state, "marks", None
+        )
+        if marks is None or len(marks) > 64:
+            marks = self._thread_state.marks = {}
+        return marks
+
+    def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
+        rows = self._run(self._q.list, {"app_id": app_id}, _all)
+        for row in rows:
+            yield _record(row[2:]).info(RecordKey(row[0], row[1]))
+
+    def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
+        params = {"cutoff": now - grace, "limit": limit}
+        return self._run(self._q.purge, params, lambda cur: max(cur.rowcount, 0))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, waker, watchdog = self._pool_obj, self._waker_obj, self._watchdog_obj
+            self._pool_obj, self._waker_obj, self._watchdog_obj = None, None, None
+            mine = self._pid == os.getpid()
+        if not mine:
+            _INHERITED.extend(x for x in (pool, waker) if x is not None)
+            return
+        if waker is not None:
+            waker.stop()
+        if pool is not None:
+            pool.close(timeout=2.0)
+        if watchdog is not None:
+            watchdog.stop()
+
+    def _watchdog(self) -> _Watchdog:
+        watchdog = self._watchdog_obj
+        if watchdog is not None and self._pid == os.getpid():
+            return watchdog
+        with self._lock:
+            if self._pid != os.getpid():
+                self._forked()
+            if self._watchdog_obj is None:
+                limit = max(self.socket_timeout, self.statement_timeout + 1.0)
+                self._watchdog_obj = _Watchdog(limit, self.table)
+            return self._watchdog_obj
+
+    # -- lease waiters --------------------------------------------------------
+
+    def _waker(self) -> _Waker:
+        waker = self._waker_obj
+        if waker is not None and self._pid == os.getpid():
+            return waker
+        with self._lock:
+            if self._pid != os.getpid():
+                self._forked()
+            if self._waker_obj is None:
+                self._waker_obj = _Waker(
+                    self._listen_connection, self.table, poll=self.lock_poll
+                )
+            return self._waker_obj
+
+    def _listen_connection(self) -> psycopg.Connection[TupleRow]:
+        conn = psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs)
+        conn.execute(self._q.listen)
+        return conn
+
+
+def _one(cur: Cursor) -> tuple[Any, ...] | None:
+    return cur.fetchone()
+
+
+def _all(cur: Cursor) -> list[tuple[Any, ...]]:
+    return cur.fetchall()
+
+
+class _Cut:
+    """Whether the watchdog cut a statement's connection."""
+
+    __slots__ = ("fired",)
+
+    def __init__(self) -> None:
+        self.fired = False
+
+
+class _Watchdog:
+    """Cuts the socket of a statement still unanswered after ``limit`` seconds.
+
+    ``statement_timeout`` needs a server that runs; TCP user timeout and
+    keepalives need a network that is gone. A server that the kernel still
+    answers for but that does not (stopped, frozen on a disk) would hold a
+    request forever: libpq has no read timeout. So every statement is
+    registered here, and a daemon thread that ticks about once a second
+    shuts down the socket of any statement past its deadline; psycopg then
+    fails it, the pool drops the connection, the caller gets
+    ``StoreUnavailable``. Rejected: a ``threading.Timer`` per statement (a
+    thread start per round trip), and ``conn.cancel()`` (it needs an
+    answering postmaster, the very thing that is missing).
+    """
+
+    def __init__(self, limit: float, name: str) -> None:
+        self.limit = limit
+        self.tick = min(1.0, limit / 4)
+        self._lock = threading.Lock()
+        self._inflight: dict[int, tuple[float, int, _Cut]] = {}
+        self._next = 0
+        self._stopped = threading.Event()
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, conn: psycopg.Connection[TupleRow], cut: _Cut) -> Iterator[None]:
+        fd = conn.pgconn.socket
+        with self._lock:
+            self._next += 1
+            token = self._next
+            self._inflight[token] = (time.monotonic() + self.limit, fd, cut)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"shoal-watchdog-{self._name}", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inflight.pop(token, None)
+            if cut.fired and not conn.closed:
+                conn.close()  # never hand a cut connection back to the pool
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.tick):
+            now = time.monotonic()
+            with self._lock:
+                overdue = [t for t, (deadline, _, _) in self._inflight.items() if deadline <= now]
+                for token in overdue:
+                    _, fd, cut = self._inflight.pop(token)
+                    cut.fired = True
+                    _shutdown(fd)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.tick + 1.0)
+
+
+def _shutdown(fd: int) -> None:
+    """Shut a socket down for every descriptor of it (the dup is then closed)."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+class _Waker:
+    """Wakes threads waiting for a lease, on NOTIFY, from one listening connection.
+
+    A daemon thread holds one LISTEN connection per store and process and
+    records each payload (``app_id:id_hash``) with a sequence number. Before
+    a locking load, the store takes a ``mark()`` (the sequence number and
+    the connection's generation); when the load answers LOCKED, the waiter
+    then sleeps until a payload for its key arrives with a higher number:
+    a release that happened after the load was sent wakes it even if it came
+    in before ``wait`` began, and an older one never does (no spinning).
+
+    Without a mark (the listener was not up when the load was sent, or it
+    reconnected since, so notifications may have been missed), ``wait``
+    returns as soon as the listener is up: a spurious wake, after which the
+    caller's next load is covered. Every wait is also capped at ``poll``
+    seconds, a backstop only; while the listener cannot connect, waits are
+    short jittered sleeps.
+
+    Rejected: a LISTEN connection per waiting thread (a pool of idle
+    listeners that nobody reads stalls the server's notification queue), and
+    polling (a release would be seen late, or cost a round trip per slice).
+    """
+
+    POLL = 0.25  # how often the listener thread checks it should stop
+    RECENT = 4096  # payloads remembered (the newest per key)
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[TupleRow]],
+        name: str,
+        *,
+        poll: float,
+    ) -> None:
+        self._connect = connect
+        self.poll = poll
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._recent: OrderedDict[str, int] = OrderedDict()
+        self._listening = False
+        self._generation = 0  # bumped whenever the listener connects or drops
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"shoal-listen-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def mark(self) -> tuple[int, int] | None:
+        """Where the notification stream is now; None while not listening."""
+        with self._cond:
+            return (self._generation, self._seq) if self._listening else None
+
+    def wait(self, wake: str, timeout: float, mark: tuple[int, int] | None) -> None:
+        deadline = time.monotonic() + min(timeout, self.poll)
+        with self._cond:
+            if not self._listening:
+                # Starting, or the server is away: a short sleep; the caller
+                # re-tries its load (which reports the outage, if any).
+                self._cond.wait_for(
+                    lambda: self._listening or self._stopped.is_set(),
+                    timeout=min(timeout, random.uniform(0.01, 0.05)),
+                )
+                return
+            if mark is None or mark[0] != self._generation:
+                return  # notifications may have been missed: re-load now
+            since = mark[1]
+            while self._recent.get(wake, 0) <= since:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or mark[0] != self._generation:
+                    return
+                self._cond.wait(remaining)
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopped.is_set():
+            conn: psycopg.Connection[TupleRow] | None = None
+            try:
+                conn = self._connect()
+                self._set_listening(True)
+                backoff = 0.05
+                while not self._stopped.is_set():
+                    for note in conn.notifies(timeout=self.POLL):
+                        self._record(note.payload)
+            except psycopg.Error as exc:
+                log.debug("lease listener disconnected: %s", _describe(exc))
+            finally:
+                self._set_listening(False)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except psycopg.Error:
+                        pass
+            self._stopped.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _set_listening(self, listening: bool) -> None:
+        with self._cond:
+            self._listening = listening
+            self._generation += 1
+            self._cond.notify_all()
+
+    def _record(self, payload: str) -> None:
+        with self._cond:
+            self._seq += 1
+            self._recent[payload] = self._seq
+            self._recent.move_to_end(payload)
+            while len(self._recent) > self.RECENT:
+                self._recent.popitem(last=False)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=2 * self.POLL + 1.0)
+
+
+# Every live store, so a fork handler can reset their locks in the child.
+_STORES: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,262 @@
+"""WSGI middleware: the session at ``environ["shoal.session"]``, lazily loaded.
+
+A request that never touches the session costs no store I/O. The session is
+committed when the application calls ``start_response`` (before any byte of
+the body is sent), so Set-Cookie can still be added; an exception from the
+application rolls it back. A store that cannot be reached, or a lock that
+cannot be had, becomes a short 503 for the client and a log line for the
+operator, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._replay import UnreadableBody, capture
+from .cookies import clear_cookie_header, parse_cookie_header, set_cookie_header
+from .errors import (
+    ConfigError,
+    ConflictError,
+    LockLost,
+    LockTimeout,
+    ShoalError,
+    StoreUnavailable,
+)
+from .manager import CommitOutcome, SessionManager
+from .replica import join_chunks, replica_chunk_names, replica_set_cookies
+from .session import Session
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware"]
+
+log = logging.getLogger("shoal")
+
+ENVIRON_KEY = "shoal.session"
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+Headers = list[tuple[str, str]]
+
+
+def error_response(exc: ShoalError) -> tuple[str, Headers, bytes]:
+    """The HTTP answer for a session error the application did not handle."""
+    if isinstance(exc, LockTimeout):
+        retry = max(1, round(exc.waited))
+        return "503 Service Unavailable", [("Retry-After", str(retry))], b"Session busy, retry.\n"
+    if isinstance(exc, ConflictError | LockLost):
+        return "409 Conflict", [], b"Session changed concurrently, retry.\n"
+    return "503 Service Unavailable", [("Retry-After", "1")], b"Session store unavailable.\n"
+
+
+class SessionMiddleware:
+    """Wrap a WSGI application with shoal sessions from ``manager``.
+
+    ``retry_conflicts=N`` re-runs a request up to N times, each with a fresh
+    session, when its save raises ``ConflictError`` (optimistic policy) and
+    its body can be replayed (declared ``CONTENT_LENGTH`` at most
+    ``max_replay_body`` bytes, read up front; see ``shoal._replay``). The
+    failed run's response is never sent: the commit happens before the
+    server's ``start_response`` is called. A conflict that cannot be retried
+    is answered with 409. Re-running repeats the view's other side effects,
+    so enable it for views that are safe to run again.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        manager: SessionManager,
+        *,
+        retry_conflicts: int = 0,
+        max_replay_body: int = 65536,
+    ) -> None:
+        if retry_conflicts < 0 or max_replay_body < 0:
+            raise ConfigError("retry_conflicts and max_replay_body must be >= 0")
+        self.app = app
+        self.manager = manager
+        self.retry_conflicts = retry_conflicts
+        self.max_replay_body = max_replay_body
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        if not self.retry_conflicts:
+            return self._run(environ, start_response, retry=False) or []
+        try:
+            replay = capture(environ, self.max_replay_body)
+        except UnreadableBody as exc:
+            log.info("request body could not be read: %s", exc)
+            return _plain(start_response, "400 Bad Request", b"Request body incomplete.\n")
+        if replay is None:
+            return self._run(environ, start_response, retry=False) or []
+        for attempt in range(self.retry_conflicts + 1):
+            last = attempt == self.retry_conflicts
+            current = replay.attempt(environ if attempt == 0 else None)
+            result = self._run(current, start_response, retry=not last)
+            if result is not None:
+                if attempt:
+                    environ[ENVIRON_KEY] = current[ENVIRON_KEY]
+                return result
+            log.info("session conflict; running the request again (retry %d)", attempt + 1)
+        raise AssertionError("unreachable: the last attempt never defers a conflict")
+
+    def _run(
+        self, environ: WSGIEnvironment, start_response: StartResponse, *, retry: bool
+    ) -> Iterable[bytes] | None:
+        """One run of the application; None when it must run again (``retry``)."""
+        cookie_name = self.manager.cookie.name
+        cookies = parse_cookie_header(environ.get("HTTP_COOKIE", ""))
+        client_id = cookies.get(cookie_name)
+        # The replica cookies the client holds: read to restore, cleared when stale.
+        held = replica_chunk_names(cookies, cookie_name) if self.manager.replica else []
+        wire = join_chunks(cookies, cookie_name) if held else None
+        session = self.manager.begin(client_id, replica=wire)
+        environ[ENVIRON_KEY] = session
+        https = environ.get("wsgi.url_scheme") == "https"
+        state = _Exchange(self.manager, session, start_response, https, defer_conflict=retry)
+        state.replica_chunks = held
+        try:
+            body = self.app(environ, state.start_response)
+            chunks = iter(body)
+            # An app may call start_response only when its body is iterated.
+            first = next(chunks, None) if not state.started else None
+        except ShoalError as exc:
+            state.abort(exc)
+            return [state.error_body]
+        except BaseException:
+            state.rollback()
+            raise
+        if state.conflict:
+            _close(body)
+            return None
+        if state.error_body:
+            _close(body)
+            return [state.error_body]
+        return _Body(body, chunks, first)
+
+
+class _Exchange:
+    """One request's session commit, done at ``start_response``."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        session: Session,
+        start: StartResponse,
+        https: bool,
+        *,
+        defer_conflict: bool = False,
+    ) -> None:
+        self.manager = manager
+        self.session = session
+        self.start = start
+        self.https = https
+        self.defer_conflict = defer_conflict  # a conflict re-runs the request: send nothing
+        self.started = False  # the application called start_response
+        self.sent = False  # we called the server's start_response
+        self.closed = False
+        self.conflict = False  # the commit conflicted and the run is abandoned
+        self.error_body = b""
+        self.replica_chunks: list[str] = []  # replica cookie names the client sent
+
+    def start_response(
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+    ) -> Callable[[bytes], object]:
+        self.started = True
+        if self.conflict:
+            return lambda data: None  # an abandoned run sends nothing at all
+        if exc_info is not None:
+            self.rollback()
+            self.sent = True
+            return self.start(status, headers, exc_info)
+        try:
+            outcome = self._commit()
+        except ShoalError as exc:
+            if self.defer_conflict and isinstance(exc, ConflictError):
+                # The server's start_response was not called: the middleware
+                # can run the request again and send only that response.
+                self.conflict = True
+            else:
+                self.abort(exc)
+            # The write callable of an aborted response discards its data.
+            return lambda data: None
+        self.sent = True
+        return self.start(status, [*headers, *self._cookie_headers(outcome)])
+
+    def _commit(self) -> CommitOutcome:
+        if self.closed:
+            return CommitOutcome()
+        self.closed = True
+        return self.manager.commit(self.session)
+
+    def _cookie_headers(self, outcome: CommitOutcome) -> Headers:
+        headers: Headers = []
+        options = self.manager.cookie
+        if outcome.send_id is not None:
+            headers.append(
+                ("Set-Cookie", set_cookie_header(options, outcome.send_id, https=self.https))
+            )
+        elif outcome.clear:
+            headers.append(("Set-Cookie", clear_cookie_header(options, https=self.https)))
+        for value in replica_set_cookies(
+            options, outcome.replica, outcome.clear_replica, self.replica_chunks, https=self.https
+        ):
+            headers.append(("Set-Cookie", value))
+        if self.session.loaded:
+            # The response depends on the session: shared caches must not reuse it.
+            headers.append(("Vary", "Cookie"))
+        return headers
+
+    def rollback(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.manager.rollback(self.session)
+
+    def abort(self, exc: ShoalError) -> None:
+        """Answer with the error's status instead of the application's response."""
+        level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.INFO
+        log.log(level, "session error, answering with an error: %s", exc, exc_info=level > 20)
+        try:
+            self.rollback()
+        except ShoalError as cleanup:
+            log.warning("session rollback failed too: %s", cleanup)
+        status, headers, body = error_response(exc)
+        self.error_body = body
+        headers = [("Content-Type", "text/plain; charset=utf-8"), *headers]
+        headers.append(("Content-Length", str(len(body))))
+        # Replacing a response already handed to the server needs exc_info.
+        exc_info = sys.exc_info() if self.sent else None
+        self.sent = True
+        self.start(status, headers, exc_info)
+
+
+class _Body:
+    """The application's body, with the first chunk already pulled; closes it."""
+
+    def __init__(self, body: Iterable[bytes], chunks: Iterator[bytes], first: bytes | None):
+        self._body = body
+        self._chunks = chunks
+        self._first = first
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first is not None:
+            yield self._first
+        yield from self._chunks
+
+    def close(self) -> None:
+        _close(self._body)
+
+
+def _plain(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    start_response(status, headers)
+    return [body]
+
+
+def _close(body: Iterable[bytes]) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,1 @@
+"""Store-specific tests beyond the contract suite: locks, crashes, scale, URLs."""
