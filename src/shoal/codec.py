@@ -26,7 +26,7 @@ import orjson
 
 from .errors import EncodeError
 
-__all__ = ["Codec", "JsonCodec", "decode_field", "encode_field"]
+__all__ = ["Codec", "JsonCodec", "decode_field", "encode_field", "field_expiry"]
 
 _TAG: Final = "__t__"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -141,10 +141,20 @@ def encode_field(codec: Codec, key: str, value: Any, expires: float | None = Non
 
 def decode_field(codec: Codec, data: bytes) -> tuple[Any, float | None]:
     """Unframe a stored field into ``(value, expires_at_or_None)``."""
+    expires = field_expiry(data)
+    start = 1 if expires is None else 1 + _EXPIRY.size
+    return codec.loads(data[start:]), expires
+
+
+def field_expiry(data: bytes) -> float | None:
+    """When a stored field expires (None: with the session), without decoding its value.
+
+    ``ValueError`` for a frame this version does not know.
+    """
     frame = data[:1]
     if frame == b"j":
-        return codec.loads(data[1:]), None
-    if frame == b"x":
+        return None
+    if frame == b"x" and len(data) >= 1 + _EXPIRY.size:
         (expires,) = _EXPIRY.unpack_from(data, 1)
-        return codec.loads(data[1 + _EXPIRY.size :]), expires
-    raise ValueError(f"unknown field frame {frame!r}")
+        return float(expires)
+    raise ValueError(f"unknown or truncated field frame {frame!r}")

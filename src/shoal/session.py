@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapp
 from typing import Any, Final, NamedTuple
 
 from .clock import Clock
-from .codec import Codec, decode_field, encode_field
+from .codec import Codec, decode_field, encode_field, field_expiry
 from .errors import ConfigError, EncodeError, SessionStateError
 
 __all__ = ["FLASH_PREFIX", "Flash", "Session", "TOKEN_PREFIX"]
@@ -100,22 +100,43 @@ class Session(MutableMapping[str, Any]):
         self._created, self._accessed, self._expires = created, accessed, expires
         self._versions = dict(field_versions)
         now = self._clock()
+        # Values are decoded on first use (``_decoded``): most requests read
+        # a few keys of a session, and many read none.
         for key, data in fields.items():
             try:
-                value, key_expires = decode_field(self._codec, data)
-            except (ValueError, KeyError, TypeError) as exc:
-                # A record written by another codec or corrupted at rest: the
-                # key is skipped (and kept in the store) rather than failing
-                # the whole request with a 500.
-                log.warning("session key %r cannot be decoded, skipped: %s", key, exc)
+                key_expires = field_expiry(data)
+            except ValueError as exc:
+                self._skip_undecodable(key, exc)
                 continue
             if key_expires is not None and key_expires <= now:
                 self._stale.add(key)
                 continue
-            self._values[key] = value
             self._encoded[key] = data
             if key_expires is not None:
                 self._expiry[key] = key_expires
+
+    def _decoded(self, key: str) -> bool:
+        """Decode ``key``'s stored value on first use; False when absent or undecodable."""
+        if key in self._values:
+            return True
+        data = self._encoded.get(key)
+        if data is None:
+            return False
+        try:
+            self._values[key] = decode_field(self._codec, data)[0]
+        except (ValueError, KeyError, TypeError) as exc:
+            del self._encoded[key]
+            self._expiry.pop(key, None)
+            self._skip_undecodable(key, exc)
+            return False
+        return True
+
+    @staticmethod
+    def _skip_undecodable(key: str, exc: Exception) -> None:
+        # A record written by another codec or corrupted at rest: the key is
+        # skipped (and kept in the store) rather than failing the whole
+        # request with a 500.
+        log.warning("session key %r cannot be decoded, skipped: %s", key, exc)
 
     def _ensure(self) -> None:
         """Load on first use; data access after commit or rollback is an error."""
@@ -152,6 +173,8 @@ class Session(MutableMapping[str, Any]):
         self._ensure()
         self._read.add(key)
         self._expire_key(key)
+        if not self._decoded(key):
+            raise KeyError(key)
         return self._values[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -161,7 +184,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure()
         self._check_writable()
         self._expire_key(key)
-        if key not in self._values:
+        if not self._decoded(key):
             raise KeyError(key)
         del self._values[key]
         del self._encoded[key]
@@ -173,7 +196,9 @@ class Session(MutableMapping[str, Any]):
         self._ensure()
         for key in list(self._expiry):
             self._expire_key(key)
-        return iter(list(self._values))
+        for key in list(self._encoded):
+            self._decoded(key)  # an undecodable key is not listed
+        return iter(list(self._encoded))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -184,10 +209,10 @@ class Session(MutableMapping[str, Any]):
         self._ensure()
         self._read.add(key)
         self._expire_key(key)
-        return key in self._values
+        return self._decoded(key)
 
     def __repr__(self) -> str:
-        state = "unloaded" if self._loader is not None else f"{len(self._values)} keys"
+        state = "unloaded" if self._loader is not None else f"{len(self._encoded)} keys"
         return f"<Session {state}{' read-only' if self._read_only else ''}>"
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -317,9 +342,9 @@ class Session(MutableMapping[str, Any]):
         self._check_tokens(name)
         prefix = f"{TOKEN_PREFIX}{name}."
         outstanding = []
-        for key in [k for k in self._values if k.startswith(prefix)]:
+        for key in [k for k in self._encoded if k.startswith(prefix)]:
             self._expire_key(key)
-            value = self._values.get(key)
+            value = self._values.get(key) if self._decoded(key) else None
             if isinstance(value, dict):
                 outstanding.append((float(value.get("at", 0.0)), key))
         outstanding.sort()
@@ -345,7 +370,7 @@ class Session(MutableMapping[str, Any]):
         digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
         key = f"{TOKEN_PREFIX}{name}.{digest[:32]}"
         self._expire_key(key)
-        stored = self._values.get(key)
+        stored = self._values.get(key) if self._decoded(key) else None
         if not isinstance(stored, dict) or not hmac.compare_digest(
             str(stored.get("h", "")), digest
         ):

@@ -260,6 +260,23 @@ def test_a_corrupt_field_is_skipped_not_fatal(
         assert "'bad' cannot be decoded" in caplog.text
 
 
+def test_a_corrupt_field_the_request_never_reads_is_kept_by_a_save(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    """Values decode on first use: a save of other keys keeps the bytes it cannot read."""
+    sid = start(manager, good=1)
+    key = RecordKey(manager.app_id, hash_id(sid))
+    manager.store.apply(key, Change(600, set={"bad": b"j{not json"}), now=clock())
+    with manager.open(sid) as session:
+        session["good"] += 1  # no iteration, no access to "bad"
+    loaded = manager.store.load(key, now=clock())
+    assert loaded.record is not None
+    assert loaded.record.fields["bad"] == b"j{not json"
+    with manager.open(sid) as session:
+        assert "bad" not in session and session.get("bad") is None
+        assert dict(session) == {"good": 2}
+
+
 def test_a_key_that_is_not_utf8_fails_at_set(manager: SessionManager) -> None:
     with manager.open() as session:
         with pytest.raises(EncodeError) as info:

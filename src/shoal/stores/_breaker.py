@@ -128,6 +128,14 @@ class CircuitBreaker:
 
     def before(self, store: str) -> bool:
         """Admit a call or raise ``StoreUnavailable``; True when it is the probe."""
+        if self._state is BreakerState.CLOSED:
+            # The common case without the lock: reading one attribute is
+            # atomic, and a call admitted just as the breaker opens is one
+            # of the "late" calls ``failure`` already tolerates.
+            return False
+        return self._admit(store)
+
+    def _admit(self, store: str) -> bool:
         with self._lock:
             if self._state is BreakerState.CLOSED:
                 return False
@@ -151,6 +159,8 @@ class CircuitBreaker:
 
     def success(self, probe: bool) -> None:
         """The store answered. Closes a half-open breaker when the probe did."""
+        if self._state is BreakerState.CLOSED and not self._failures and not probe:
+            return  # nothing to reset: the common case, without the lock
         with self._lock:
             if self._state is BreakerState.CLOSED or probe:
                 self._close()
