@@ -5,7 +5,10 @@ committed when the application calls ``start_response`` (before any byte of
 the body is sent), so Set-Cookie can still be added; an exception from the
 application rolls it back. A store that cannot be reached, or a lock that
 cannot be had, becomes a short 503 for the client and a log line for the
-operator, never a traceback.
+operator, never a traceback; a save that lost a race becomes a 409. Any other
+shoal error (a session used after commit, a write to a read-only session, a
+value that cannot be encoded) is a bug in the application: it propagates like
+any exception from the view, and the server answers 500.
 """
 
 from __future__ import annotations
@@ -42,14 +45,31 @@ if TYPE_CHECKING:
 Headers = list[tuple[str, str]]
 
 
+# The errors the middleware answers itself: the store's state, not a bug. Every
+# other ShoalError propagates (``_log_misuse``). Rejected: a plain 500 of
+# our own, which would hide the traceback from the framework's error handler,
+# its debugger and the server's log.
+_ANSWERED = (StoreUnavailable, LockTimeout, ConflictError, LockLost)
+
+
 def error_response(exc: ShoalError) -> tuple[str, Headers, bytes]:
-    """The HTTP answer for a session error the application did not handle."""
+    """The HTTP answer for one of the ``_ANSWERED`` errors."""
     if isinstance(exc, LockTimeout):
         retry = max(1, round(exc.waited))
         return "503 Service Unavailable", [("Retry-After", str(retry))], b"Session busy, retry.\n"
     if isinstance(exc, ConflictError | LockLost):
         return "409 Conflict", [], b"Session changed concurrently, retry.\n"
-    return "503 Service Unavailable", [("Retry-After", "1")], b"Session store unavailable.\n"
+    if isinstance(exc, StoreUnavailable):
+        return "503 Service Unavailable", [("Retry-After", "1")], b"Session store unavailable.\n"
+    raise ValueError(f"{type(exc).__name__} is not answered by the middleware") from exc
+
+
+def _log_misuse(exc: ShoalError) -> None:
+    """One line on the shoal logger; the traceback is the server's to log."""
+    log.error(
+        "session misuse in the application (%s: %s); not a store error: "
+        "it propagates to the server (500)", type(exc).__name__, exc,
+    )
 
 
 class SessionMiddleware:
@@ -123,9 +143,14 @@ class SessionMiddleware:
             chunks = iter(body)
             # An app may call start_response only when its body is iterated.
             first = next(chunks, None) if not state.started else None
-        except ShoalError as exc:
+        except _ANSWERED as exc:
             state.abort(exc)
             return [state.error_body]
+        except ShoalError as exc:
+            state.rollback_quietly()
+            if not state.misuse_logged:
+                _log_misuse(exc)
+            raise
         except BaseException:
             state.rollback()
             raise
@@ -160,6 +185,7 @@ class _Exchange:
         self.closed = False
         self.conflict = False  # the commit conflicted and the run is abandoned
         self.error_body = b""
+        self.misuse_logged = False  # a misuse at commit was logged on its way out
         self.replica_chunks: list[str] = []  # replica cookie names the client sent
 
     def start_response(
@@ -174,7 +200,7 @@ class _Exchange:
             return self.start(status, headers, exc_info)
         try:
             outcome = self._commit()
-        except ShoalError as exc:
+        except _ANSWERED as exc:
             if self.defer_conflict and isinstance(exc, ConflictError):
                 # The server's start_response was not called: the middleware
                 # can run the request again and send only that response.
@@ -183,6 +209,14 @@ class _Exchange:
                 self.abort(exc)
             # The write callable of an aborted response discards its data.
             return lambda data: None
+        except ShoalError as exc:
+            # A bug (e.g. an in-place edit that cannot be encoded): release the
+            # lease the failed save still holds, and raise it into the
+            # application's start_response call, as a server would.
+            self.rollback_quietly()
+            _log_misuse(exc)
+            self.misuse_logged = True
+            raise
         self.sent = True
         return self.start(status, [*headers, *self._cookie_headers(outcome)])
 
@@ -215,7 +249,16 @@ class _Exchange:
             self.closed = True
             self.manager.rollback(self.session)
 
-    def abort(self, exc: ShoalError) -> None:
+    def rollback_quietly(self) -> None:
+        """Roll back on the way out of an error, even after a failed commit (which
+        may still hold a lease); a failure is logged, never masks the error."""
+        self.closed = True
+        try:
+            self.manager.rollback(self.session)
+        except ShoalError as cleanup:
+            log.warning("session rollback failed too: %s", cleanup)
+
+    def abort(self, exc: StoreUnavailable | LockTimeout | ConflictError | LockLost) -> None:
         """Answer with the error's status instead of the application's response."""
         level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.INFO
         log.log(level, "session error, answering with an error: %s", exc, exc_info=level > 20)

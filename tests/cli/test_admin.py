@@ -324,10 +324,14 @@ def no_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
 
 
 def test_default_store_is_the_embedded_sqlite_file(no_env: None, tmp_path: Path) -> None:
+    """A session in the embedded default file is what the CLI finds with no store given.
+
+    (Before anything was saved there, the CLI says so: tests/cli/test_missing_store.py.)
+    """
+    sid = make_session(f"sqlite://{tmp_path / 'data' / 'sessions.db'}")
     result = CliRunner().invoke(main, ["ls", "--json"])
     assert result.exit_code == 0, result.output
-    assert orjson.loads(result.stdout) == []
-    assert (tmp_path / "data" / "sessions.db").exists()
+    assert [row["id_hash"] for row in orjson.loads(result.stdout)] == [hash_id(sid)]
 
 
 def test_public_names() -> None:

@@ -16,21 +16,17 @@ in docs/stores-redis.md.
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 pytest.importorskip("redis", reason="the redis extra is not installed")
 
-from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.test import Client  # noqa: E402
 
 from shoal import SessionManager  # noqa: E402
@@ -39,95 +35,20 @@ from shoal.stores import open_store  # noqa: E402
 from shoal.stores.base import RecordKey  # noqa: E402
 from shoal.stores.redis import RedisStore  # noqa: E402
 from shoal.wsgi import SessionMiddleware  # noqa: E402
+from tests.faults._stream import CLIENTS, Stream, counter_app, private_server, serve  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
-from tests.servers.availability import redis_unavailable, skip_or_fail  # noqa: E402
+from tests.servers.availability import redis_unavailable  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 TIMEOUTS = "socket_timeout=1.5&socket_connect_timeout=1&pool_timeout=1"
-HTTP_TIMEOUT = 60.0  # a request still running after this is a hang
 PATIENCE = 90.0  # bound of every wait for the stream to reach a phase
-CLIENTS = 4
-
-
-def counter_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """/incr adds one to the session's counter and answers it."""
-    session = environ["shoal.session"]
-    session["n"] = count = session.get("n", 0) + 1
-    start_response("200 OK", [("Content-Type", "text/plain")])  # commits the session
-    return [str(count).encode()]
-
-
-@dataclass
-class Stream:
-    """CLIENTS threads sending requests until stopped, each recording (phase, outcome)."""
-
-    port: int
-    phase: str = "up"
-    outcomes: list[tuple[str, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> None:
-        for _ in range(CLIENTS):
-            thread = threading.Thread(target=self._client, daemon=True)
-            thread.start()
-            self.threads.append(thread)
-
-    def _client(self) -> None:
-        cookie = ""
-        for _ in range(100_000):  # bounded; ended by `stop` long before
-            if self.stop.is_set():
-                return
-            phase = self.phase
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
-                conn.request("GET", "/incr", headers={"Cookie": cookie} if cookie else {})
-                response = conn.getresponse()
-                response.read()
-                conn.close()
-                outcome = str(response.status)
-                for header in response.headers.get_all("Set-Cookie") or []:
-                    if header.startswith("shoal="):
-                        cookie = header.split(";", 1)[0]
-            except Exception as exc:  # a hang or a dead worker: the test fails on it
-                outcome = f"client error {type(exc).__name__}: {exc}"
-            with self.lock:
-                self.outcomes.append((phase, outcome))
-            if outcome != "200":
-                time.sleep(0.05)  # a 503 comes back at once: don't spin
-
-    def count(self, phase: str, outcome: str | None = None) -> int:
-        with self.lock:
-            return sum(
-                1 for p, o in self.outcomes if p == phase and (outcome is None or o == outcome)
-            )
-
-    def wait_for(self, predicate: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + PATIENCE
-        while not predicate():
-            assert time.monotonic() < deadline, f"{what}; outcomes: {self.summary()}"
-            time.sleep(0.02)
-
-    def summary(self) -> dict[tuple[str, str], int]:
-        with self.lock:
-            return dict(Counter(self.outcomes))
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(HTTP_TIMEOUT + 10)
-            assert not thread.is_alive(), "a client thread hung"
 
 
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A Redis of this test's own: killing it disturbs no other test."""
-    reason = redis_unavailable()
-    if reason is not None:
-        skip_or_fail(reason)
-    with RedisServer() as server:
+    with private_server(redis_unavailable, RedisServer) as server:
         yield server
 
 
@@ -136,19 +57,9 @@ def served(private_redis: RedisServer, request: pytest.FixtureRequest) -> Iterat
     """The middleware on a real threaded HTTP server, and a running request stream."""
     policy = getattr(request, "param", "merge")
     manager = SessionManager(f"{private_redis.url}?{TIMEOUTS}", app_id="faults", policy=policy)
-    server = make_server("127.0.0.1", 0, SessionMiddleware(counter_app, manager), threaded=True)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
-    stream = Stream(server.server_port)
-    try:
-        stream.start()
-        stream.wait_for(lambda: stream.count("up", "200") >= 3 * CLIENTS, "no traffic")
+    with serve(manager, patience=PATIENCE) as stream:
+        stream.wait_for(lambda: stream.requests("up", "200") >= 3 * CLIENTS, "no traffic")
         yield stream
-    finally:
-        stream.finish()
-        server.shutdown()
-        serving.join(HTTP_TIMEOUT)
-        manager.close()
 
 
 @pytest.mark.parametrize("served", ["merge", "serialized"], indirect=True)
@@ -158,16 +69,16 @@ def test_sigkill_gives_503_and_the_app_recovers_on_restart(
     stream = served
     private_redis.kill()
     stream.phase = "down"
-    stream.wait_for(lambda: stream.count("down", "503") >= 3 * CLIENTS, "no 503 while down")
+    stream.wait_for(lambda: stream.requests("down", "503") >= 3 * CLIENTS, "no 503 while down")
     stream.phase = "restarting"
     private_redis.start()  # same port, empty (persistence is off, as after a crash)
     stream.phase = "back"
-    stream.wait_for(lambda: stream.count("back", "200") >= 3 * CLIENTS, "no recovery")
+    stream.wait_for(lambda: stream.requests("back", "200") >= 3 * CLIENTS, "no recovery")
     stream.finish()
     outcomes = stream.summary()
-    assert {o for (_, o) in outcomes} <= {"200", "503"}, outcomes
+    assert stream.statuses() <= {"200", "503"}, outcomes
     # Started after the kill and before the restart: no store to answer.
-    assert stream.count("down", "200") == 0, outcomes
+    assert stream.requests("down", "200") == 0, outcomes
 
 
 def test_a_hung_server_gives_503_within_the_socket_timeout(
@@ -179,15 +90,15 @@ def test_a_hung_server_gives_503_within_the_socket_timeout(
     os.kill(pid, signal.SIGSTOP)  # our own child: accepts connections, answers nothing
     try:
         stream.phase = "hung"
-        stream.wait_for(lambda: stream.count("hung", "503") >= 2 * CLIENTS, "no 503 while hung")
+        stream.wait_for(lambda: stream.requests("hung", "503") >= 2 * CLIENTS, "no 503 while hung")
     finally:
         os.kill(pid, signal.SIGCONT)
     stream.phase = "back"
-    stream.wait_for(lambda: stream.count("back", "200") >= 3 * CLIENTS, "no recovery")
+    stream.wait_for(lambda: stream.requests("back", "200") >= 3 * CLIENTS, "no recovery")
     stream.finish()
     outcomes = stream.summary()
     # No client error: every request ended well inside HTTP_TIMEOUT.
-    assert {o for (_, o) in outcomes} <= {"200", "503"}, outcomes
+    assert stream.statuses() <= {"200", "503"}, outcomes
 
 
 # -- Cluster failover ----------------------------------------------------------

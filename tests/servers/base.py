@@ -88,11 +88,14 @@ class ServerProcess(abc.ABC):
     """One server process on a stable loopback port and data dir.
 
     Subclasses give the command line (`_command`) and a readiness probe
-    (`_ping`); they may prepare the data dir once (`_prepare`) and change how
-    the process is found, asked to stop and killed.
+    (`_ping`); they may find their binaries (`_locate`), name their files in
+    the data dir (`_layout`), prepare it once (`_prepare`, with `_run_setup`
+    for initdb and the like) and change how the process is found, asked to
+    stop and killed.
     """
 
     kind: ClassVar[str] = "server"
+    default_stop_timeout: ClassVar[float] = 10.0
 
     def __init__(
         self,
@@ -100,8 +103,9 @@ class ServerProcess(abc.ABC):
         port: int | None = None,
         data_dir: str | Path | None = None,
         startup_timeout: float = 20.0,
-        stop_timeout: float = 10.0,
+        stop_timeout: float | None = None,
     ) -> None:
+        self._locate()  # first: a missing binary leaves no temp dir behind
         self._port_was_picked = port is None
         self.port: int = self._pick_port() if port is None else port
         self._owns_dir = data_dir is None
@@ -112,10 +116,11 @@ class ServerProcess(abc.ABC):
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / f"{self.kind}.log"
         self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
+        self.stop_timeout = self.default_stop_timeout if stop_timeout is None else stop_timeout
         self.last_start_seconds: float | None = None  # how long start() took
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        self._layout()
 
     # -- what subclasses provide
 
@@ -132,8 +137,35 @@ class ServerProcess(abc.ABC):
     def _ping(self) -> bool:
         """Whether the server answers on its port now (a quick, bounded probe)."""
 
+    def _locate(self) -> None:
+        """Find the server's binaries; `ServerUnavailable` saying what to install."""
+
+    def _layout(self) -> None:
+        """Name the server's files under `data_dir` (known by then)."""
+
     def _prepare(self) -> None:
         """Set up the data dir before the first start (initdb and the like)."""
+
+    def _run_setup(self, argv: list[str], *, log: Path, what: str, timeout: float = 60.0) -> None:
+        """Run one set-up command in `data_dir`, its output appended to `log`.
+
+        `ServerStartError` with the log's tail when it fails or outlasts `timeout`.
+        """
+        try:
+            with open(log, "ab") as out:
+                done = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.data_dir,
+                    timeout=timeout,
+                    check=False,
+                )
+        except subprocess.TimeoutExpired:
+            raise ServerStartError(f"{what} took over {timeout:.0f} s\n{tail([log])}") from None
+        if done.returncode != 0:
+            raise ServerStartError(f"{what} failed ({done.returncode})\n{tail([log])}")
 
     def _pick_port(self) -> int:
         return free_port()

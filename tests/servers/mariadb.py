@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 from .base import ServerProcess
-from .util import HOST, ServerStartError, ServerUnavailable, tail, which
+from .util import HOST, ServerUnavailable, which
 
 _INSTALL_HINT = (
     "install the Debian package mariadb-server, or run .ci/install-servers.sh"
@@ -83,24 +82,14 @@ class MariaDBServer(ServerProcess):
     """A MariaDB server with its datadir in a temp dir."""
 
     kind = "mariadb"
+    default_stop_timeout = 15.0
 
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        data_dir: str | Path | None = None,
-        startup_timeout: float = 20.0,
-        stop_timeout: float = 15.0,
-    ) -> None:
+    def _locate(self) -> None:
         self.binary = find_mariadbd()
         self.install_db = find_install_db()
         self.as_root = os.geteuid() == 0
-        super().__init__(
-            port=port,
-            data_dir=data_dir,
-            startup_timeout=startup_timeout,
-            stop_timeout=stop_timeout,
-        )
+
+    def _layout(self) -> None:
         self.datadir = self.data_dir / "data"
         self.socket_path = self.data_dir / "mysqld.sock"
         self.init_file = self.data_dir / "init.sql"
@@ -131,25 +120,7 @@ class MariaDBServer(ServerProcess):
             *self._user_option(),
             *_SERVER_OPTIONS,
         ]
-        try:
-            with open(self.install_log, "ab") as out:
-                done = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.data_dir,
-                    timeout=60,
-                    check=False,
-                )
-        except subprocess.TimeoutExpired:
-            raise ServerStartError(
-                f"mariadb-install-db took over 60 s\n{tail([self.install_log])}"
-            ) from None
-        if done.returncode != 0:
-            raise ServerStartError(
-                f"mariadb-install-db failed ({done.returncode})\n{tail([self.install_log])}"
-            )
+        self._run_setup(argv, log=self.install_log, what="mariadb-install-db")
 
     def _command(self) -> list[str]:
         return [

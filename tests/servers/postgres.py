@@ -37,13 +37,11 @@ from pathlib import Path
 from .base import ServerProcess
 from .util import (
     HOST,
-    ServerStartError,
     ServerUnavailable,
     can_connect,
     descendants,
     pid_alive,
     spawn,
-    tail,
     which,
 )
 
@@ -119,22 +117,11 @@ class PostgresServer(ServerProcess):
 
     kind = "postgres"
 
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        data_dir: str | Path | None = None,
-        startup_timeout: float = 20.0,
-        stop_timeout: float = 10.0,
-    ) -> None:
+    def _locate(self) -> None:
         self.bindir = find_postgres_bindir()
         self.run_as = postgres_user()
-        super().__init__(
-            port=port,
-            data_dir=data_dir,
-            startup_timeout=startup_timeout,
-            stop_timeout=stop_timeout,
-        )
+
+    def _layout(self) -> None:
         self.pgdata = self.data_dir / "pgdata"
         self.socket_dir = self.data_dir
         self.pg_ctl_log = self.data_dir / "pg_ctl.log"
@@ -165,25 +152,7 @@ class PostgresServer(ServerProcess):
             "-E", "UTF8",
             "--locale=C",
         ])  # fmt: skip
-        try:
-            with open(self.initdb_log, "ab") as out:
-                done = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.data_dir,
-                    timeout=60,
-                    check=False,
-                )
-        except subprocess.TimeoutExpired:
-            raise ServerStartError(
-                f"initdb took over 60 s\n{tail([self.initdb_log])}"
-            ) from None
-        if done.returncode != 0:
-            raise ServerStartError(
-                f"initdb failed ({done.returncode})\n{tail([self.initdb_log])}"
-            )
+        self._run_setup(argv, log=self.initdb_log, what="initdb")
 
     def _command(self) -> list[str]:
         options = (

@@ -1,7 +1,7 @@
-"""file:// beyond the contract suite: URL options, layout, damage, purge walk, stalls.
+"""file:// beyond the contract suite and test_local_stores.py.
 
-The contract itself (tests/contract) and the process tests (test_multiprocess,
-tests/processes) run on this store through STORE_KINDS.
+Its own URL options (fsync, no host), the fan-out layout, damaged files,
+orphans of killed processes, and an operation that outlives its mutex.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,9 @@ from shoal import ConfigError, StoreUnavailable
 from shoal.stores import open_store
 from shoal.stores._lockfile import ORPHAN_AGE, Mutex
 from shoal.stores._state import StoredRecord
-from shoal.stores.base import ApplyStatus, Change, LoadStatus, NewRecord, RecordKey
+from shoal.stores.base import ApplyStatus, Change, LoadStatus, RecordKey
 from shoal.stores.file import FileStore, decode_file, encode_file
-
-T0 = 1_700_000_000.0
-IDLE = 100.0
-
-
-def new(now: float = T0, **fields: bytes) -> NewRecord:
-    return NewRecord(created=now, expires=now + IDLE, absolute_expires=now + 10 * IDLE,
-                     fields=fields)
+from tests.stores._records import IDLE, T0, new
 
 
 @pytest.fixture
@@ -59,19 +51,14 @@ def test_record_files_round_trip_and_refuse_any_truncation(rec: StoredRecord) ->
 
 
 def test_url_options_are_cast_and_checked(tmp_path: Path) -> None:
-    url = f"file://{tmp_path}/s?mutex_ttl=2.5&mutex_timeout=7&fsync=off"
+    """fsync, the URL kept as given, no host (mutex options: test_local_stores.py)."""
+    url = f"file://{tmp_path}/s?mutex_ttl=2.5&fsync=off"
     store = open_store(url)
     assert isinstance(store, FileStore)
-    assert (store.root, store.mutex.ttl, store.mutex.timeout, store.fsync) == (
-        f"{tmp_path}/s", 2.5, 7.0, False
-    )
+    assert (store.root, store.mutex.ttl, store.fsync) == (f"{tmp_path}/s", 2.5, False)
     assert store.url == url
-    with pytest.raises(ConfigError, match="valid: fsync, mutex_timeout, mutex_ttl"):
-        open_store(f"file://{tmp_path}/s?ttl=1")
     with pytest.raises(ConfigError, match="fsync"):
         open_store(f"file://{tmp_path}/s?fsync=perhaps")
-    with pytest.raises(ConfigError, match="mutex_ttl"):
-        open_store(f"file://{tmp_path}/s?mutex_ttl=0")
     with pytest.raises(ConfigError, match="no host"):
         open_store("file://server/share")
 
@@ -142,26 +129,6 @@ def test_a_damaged_record_is_loud_on_load_and_skipped_when_listing(
     assert store.load(bad, now=T0).status is LoadStatus.ABSENT
 
 
-def test_purge_resumes_its_walk_and_wraps_round(store: FileStore) -> None:
-    """A call that returns less than ``limit`` has seen every bucket, also the ones
-    before where the previous call stopped."""
-    first = [RecordKey("app", f"{b:02x}" + "0" * 62) for b in range(0, 200, 20)]
-    for key in first:
-        store.create(key, new(), now=T0)
-    late = T0 + IDLE + 1
-    assert store.purge(now=late, grace=0, limit=4) == 4  # the walk stopped mid-way
-    # A record in a bucket the walk already passed becomes purgeable.
-    early = RecordKey("app", "00" + "1" * 62)
-    store.create(early, new(), now=T0)
-    counts = []
-    for _ in range(10):
-        counts.append(store.purge(now=late, grace=0, limit=4))
-        if counts[-1] < 4:
-            break
-    assert sum(counts) == len(first) + 1 - 4
-    assert list(store.records()) == []
-
-
 def test_purge_sweeps_what_killed_processes_left(store: FileStore) -> None:
     key = RecordKey("app", "3" * 64)
     store.create(key, new(), now=T0)
@@ -186,28 +153,3 @@ def test_an_operation_that_outlives_its_mutex_writes_nothing(tmp_path: Path) -> 
         store.create(key, new(), now=T0)
     assert store.load(key, now=T0).status is LoadStatus.ABSENT
     assert [p for p in files_under(tmp_path / "s") if not p.endswith(".lock")] == []
-
-
-def test_threads_of_one_process_exclude_each_other_through_the_lock_files(
-    store: FileStore,
-) -> None:
-    key = RecordKey("app", "5" * 64)
-    store.create(key, new(), now=T0)
-    errors: list[BaseException] = []
-
-    def writer(name: str) -> None:
-        try:
-            for i in range(25):
-                change = Change(IDLE, set={f"{name}{i}": b"x"})
-                assert store.apply(key, change, now=T0 + 1).status is ApplyStatus.OK
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in "abcd"]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
-    record = store.load(key, now=T0 + 2).record
-    assert record is not None and len(record.fields) == 100 and record.version == 101

@@ -1,13 +1,14 @@
 """What every ``shoal`` command shares: where the store is, JSON output, errors, times.
 
-Exit codes: 0 done, 1 failed (store unavailable, no such session, demo check
-failed), 2 bad invocation (unknown option, bad store URL, malformed or
+Exit codes: 0 done, 1 failed (store unavailable, no store at that path, no
+such session, demo check failed), 2 bad invocation (unknown option, bad store URL, malformed or
 ambiguous session id). Every failure is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from ..errors import ConfigError, ShoalError
 from ..stores import open_store
+from ..stores._url import url_path
 from ..stores.base import RecordInfo, Store
 
 __all__ = [
@@ -78,13 +80,56 @@ class Settings:
     app_id: str | None  # None: every application, where a command can list them all
 
     @contextlib.contextmanager
-    def store(self) -> Iterator[Store]:
-        """The store, opened for one command and closed after it."""
+    def store(self, *, create: bool = False) -> Iterator[Store]:
+        """The store, opened for one command and closed after it.
+
+        Unless ``create``, a local store (``sqlite``, ``file``, ``dbm``) whose
+        path does not exist is an error, checked before opening: those stores
+        create their files and directories on first use, and a mistyped path
+        must not leave an empty store behind, nor read as one.
+        """
+        if not create:
+            _require_local_store(self.store_url)
         store = open_store(self.store_url)
         try:
             yield store
         finally:
             store.close()
+
+
+# scheme -> the names a store at ``path`` has on disk, any of which means it exists.
+# dbm's depend on its kind (gnu: the path; ndbm: .db or .pag/.dir; dumb: .dat/.dir).
+_LOCAL_FILES: dict[str, tuple[str, ...]] = {
+    "sqlite": ("",),
+    "file": ("",),
+    "dbm": ("", ".db", ".pag", ".dat", ".dir"),
+}
+
+
+def _require_local_store(url: str) -> None:
+    """``CliError`` when ``url`` is a local store that does not exist."""
+    scheme = url.split(":", 1)[0].lower()
+    suffixes = _LOCAL_FILES.get(scheme)
+    if suffixes is None:
+        return
+    path = os.path.abspath(url_path(url))
+    if any(_exists(path + suffix) for suffix in suffixes):
+        return
+    raise CliError(
+        f"no session store at {path}: nothing was ever saved there (a {scheme}:// store is "
+        "created by its first write); check --store or $SHOAL_STORE"
+    )
+
+
+def _exists(path: str) -> bool:
+    """False only when the path is surely absent; the store reports any other failure."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # e.g. a parent that is a file, no permission: the store says why
+    return True
 
 
 def _override(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
