@@ -36,7 +36,7 @@ from ._common import (
     store_options,
 )
 
-__all__ = ["COMMANDS", "ls", "purge", "rm", "show", "stats"]
+__all__ = ["COMMANDS", "ls", "migrate", "purge", "rm", "show", "stats"]
 
 ID_PREFIX = 16  # hash characters shown by ``ls``
 MIN_PREFIX = 8  # shortest hash prefix ``show``/``rm`` accept
@@ -320,6 +320,33 @@ def purge(settings: Settings, grace: float, batch: int, as_json: bool) -> None:
         click.echo(f"purged {total} {records} expired more than {grace:g}s ago from {store.url}")
 
 
+# -- migrate --------------------------------------------------------------------
+
+
+@click.command("migrate")
+@store_option
+@json_option
+@click.pass_obj
+def migrate(settings: Settings, as_json: bool) -> None:
+    """Create the store's tables and indexes now, instead of on first use.
+
+    For deployments whose application database user may not run DDL: run it
+    once with a user that may. Safe to repeat and to run concurrently. Stores
+    without a schema (memory, file, dbm, Redis) have nothing to do.
+    """
+    with settings.store(create=True) as store:
+        create = getattr(store, "migrate", None)
+        if create is not None:
+            create()
+    done = create is not None
+    if as_json:
+        emit_json({"store": store.url, "migrated": done})
+    elif done:
+        click.echo(f"the schema of {store.url} is in place")
+    else:
+        click.echo(f"nothing to migrate: {store.url} needs no schema")
+
+
 # -- stats ----------------------------------------------------------------------
 
 
@@ -384,4 +411,4 @@ def stats(settings: Settings, as_json: bool) -> None:
     new_console().print(table)
 
 
-COMMANDS = (ls, show, rm, purge, stats)
+COMMANDS = (ls, show, rm, purge, stats, migrate)
