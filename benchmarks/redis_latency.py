@@ -18,7 +18,7 @@ Round trips are counted on the client for every variant alike: every redis-py
 connection's ``send_packed_command`` is wrapped (one call = one write to the
 socket = one round trip; a pipeline is one). Medians and p90 of one request,
 and the ratio of medians to the floor, over ``--rounds`` rounds in which the
-variants are interleaved request by request (see ``measure``).
+variants are interleaved request by request (see ``_timing.interleave``).
 
     python benchmarks/redis_latency.py                   # a private redis-server
     python benchmarks/redis_latency.py --redis-url redis://127.0.0.1:6390/5
@@ -27,13 +27,10 @@ variants are interleaved request by request (see ``measure``).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,76 +40,28 @@ import redis  # noqa: E402
 from redis.connection import AbstractConnection  # noqa: E402
 from redis.utils import HIREDIS_AVAILABLE  # noqa: E402
 
+from benchmarks._timing import (  # noqa: E402
+    PAYLOAD,
+    SESSION,
+    Counter,
+    Request,
+    Row,
+    interleave,
+    print_table,
+)
 from shoal import SessionManager  # noqa: E402
 from shoal.stores import open_store  # noqa: E402
 
-SESSION = {
-    "user": {"id": 4711, "name": "Ada Lovelace", "email": "ada@example.org", "roles": ["admin"]},
-    "cart": [{"sku": f"SKU-{i:05d}", "qty": i % 3 + 1, "price": "19.90"} for i in range(5)],
-    "csrf": "x" * 43,
-    "theme": "dark",
-    "visits": 0,
-}
-PAYLOAD = (repr(SESSION).encode() * 2)[:500]  # the floor's bytes: the same size
 
-Request = Callable[[int], None]
+def count_round_trips() -> None:
+    """Count writes to Redis sockets, by every redis-py connection of this process."""
+    original = AbstractConnection.send_packed_command
 
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        Counter.count += 1
+        original(self, command, check_health)  # type: ignore[no-untyped-call]
 
-class RoundTrips:
-    """Writes to Redis sockets, by every redis-py connection of this process."""
-
-    count = 0
-
-    @classmethod
-    def install(cls) -> None:
-        original = AbstractConnection.send_packed_command
-
-        def counted(self: Any, command: Any, check_health: bool = True) -> None:
-            cls.count += 1
-            original(self, command, check_health)  # type: ignore[no-untyped-call]
-
-        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-
-
-@dataclass
-class Row:
-    variant: str
-    times: list[float]
-    round_trips: float
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-    @property
-    def p90(self) -> float:
-        return statistics.quantiles(self.times, n=10)[-1]
-
-
-def measure(variants: dict[str, Request], n: int, warmup: int) -> dict[str, Row]:
-    """``n`` requests of every variant, interleaved: request i of each, in turn.
-
-    Interleaving one request at a time (the order rotating) lets every
-    variant see the same machine: on a shared host a burst of load then
-    slows all of them alike instead of the one that happened to be running.
-    """
-    names = list(variants)
-    for i in range(warmup):
-        for name in names:
-            variants[name](i)
-    rows = {name: Row(name, [], 0.0) for name in names}
-    for i in range(n):
-        for j in range(len(names)):
-            name = names[(i + j) % len(names)]
-            before = RoundTrips.count
-            started = time.perf_counter()
-            variants[name](warmup + i)
-            elapsed = time.perf_counter() - started
-            rows[name].times.append(elapsed)
-            rows[name].round_trips += RoundTrips.count - before
-    for row in rows.values():
-        row.round_trips /= n
-    return rows
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
 
 
 # -- the variants -----------------------------------------------------------------
@@ -253,9 +202,7 @@ def redis_url(url: str | None) -> Iterator[str]:
 
 
 def run(args: argparse.Namespace) -> list[Row]:
-    rows: dict[str, Row] = {}
-    n, warmup = args.requests, max(50, args.requests // 10)
-    RoundTrips.install()
+    count_round_trips()
     with redis_url(args.redis_url) as url:
         variants: dict[str, Request] = {
             "floor GET+SET": floor(url),
@@ -269,23 +216,15 @@ def run(args: argparse.Namespace) -> list[Row]:
             except ImportError as exc:
                 print(f"  ({name}: {exc.name} is not installed: pip install 'shoal[bench]'; "
                       "skipped)")
-        for round_ in range(args.rounds):
-            for name, row in measure(variants, n, warmup).items():
-                total = rows.setdefault(name, Row(name, [], row.round_trips))
-                total.times.extend(row.times)
-                print(f"  round {round_ + 1} {name:<24} median {row.median * 1e6:8.1f} us",
-                      flush=True)
-    return list(rows.values())
+        warmup = max(50, args.requests // 10)
+        return interleave(variants, args.requests, warmup, rounds=args.rounds)
 
 
 def report(rows: list[Row]) -> None:
-    base = next(row for row in rows if row.variant == "floor GET+SET")
-    print()
-    print(f"redis-py {redis.__version__}, hiredis parser: {bool(HIREDIS_AVAILABLE)}")
-    print(f"{'variant':<26}{'median us':>10}{'p90 us':>9}{'x floor':>9}{'round trips':>13}")
-    for row in rows:
-        print(f"{row.variant:<26}{row.median * 1e6:>10.1f}{row.p90 * 1e6:>9.1f}"
-              f"{row.median / base.median:>8.2f}x{row.round_trips:>13.2f}")
+    print_table(
+        rows, floor="floor GET+SET", sent="round trips",
+        title=f"redis-py {redis.__version__}, hiredis parser: {bool(HIREDIS_AVAILABLE)}",
+    )
 
 
 def main() -> None:

@@ -29,67 +29,31 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import statistics
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._timing import (  # noqa: E402
+    PAYLOAD,
+    SESSION,
+    Counter,
+    Request,
+    Row,
+    interleave,
+    print_table,
+)
 from shoal import SessionManager  # noqa: E402
 from shoal.stores._breaker import BreakerStore, breaker_for  # noqa: E402
 from shoal.stores.base import Store  # noqa: E402
 from shoal.stores.sqlite import SQLiteStore  # noqa: E402
 
-SESSION = {
-    "user": {"id": 4711, "name": "Ada Lovelace", "email": "ada@example.org", "roles": ["admin"]},
-    "cart": [{"sku": f"SKU-{i:05d}", "qty": i % 3 + 1, "price": "19.90"} for i in range(5)],
-    "csrf": "x" * 43,
-    "theme": "dark",
-    "visits": 0,
-}
-PAYLOAD = (repr(SESSION).encode() * 2)[:500]  # the floor's bytes: the same size
-
-
-@dataclass
-class Row:
-    store: str
-    variant: str
-    times: list[float]
-    statements: float
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-    @property
-    def p90(self) -> float:
-        return statistics.quantiles(self.times, n=10)[-1]
-
-
-class Counter:
-    """Statements sent, as counted by the hooks below."""
-
-    count = 0
-
-
-def measure(request: Callable[[int], None], n: int, warmup: int) -> tuple[list[float], float]:
-    """Latencies of ``n`` requests (after ``warmup``), and statements per request."""
-    for i in range(warmup):
-        request(i)
-    before = Counter.count
-    times = []
-    for i in range(n):
-        started = time.perf_counter()
-        request(warmup + i)
-        times.append(time.perf_counter() - started)
-    return times, (Counter.count - before) / n
+FLOOR = "floor SELECT+UPSERT"
 
 
 # -- shoal -----------------------------------------------------------------------
@@ -276,6 +240,7 @@ class DjangoPeer:
         conn.force_debug_cursor = True
 
         def request(i: int) -> None:
+            self.alias = alias  # the variants interleave: route this request's queries
             session = SessionStore(key)
             session["visits"] = i  # loads (one SELECT), then marks it modified
             session.save()
@@ -299,75 +264,55 @@ def postgres(url: str | None) -> Iterator[str]:
         yield server.url
 
 
-def run(args: argparse.Namespace) -> list[Row]:
-    rows: list[Row] = []
-    n, warmup = args.requests, max(50, args.requests // 10)
-
-    def add(store: str, variant: str, request: Callable[[int], None]) -> None:
-        times, statements = measure(request, n, warmup)
-        rows.append(Row(store, variant, times, statements))
-        print(f"  {store:<10} {variant:<22} median {statistics.median(times) * 1e6:8.1f} us",
-              flush=True)
-
+def run(args: argparse.Namespace) -> dict[str, list[Row]]:
+    """Per store, its variants interleaved request by request (see ``_timing``)."""
+    tables: dict[str, list[Row]] = {}
+    warmup = max(50, args.requests // 10)
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="shoal-bench-"))
         pg_url = stack.enter_context(postgres(args.pg_url)) if not args.no_postgres else None
-
-        for _ in range(args.rounds):
-            if pg_url is not None:
-                request, cleanup = pg_floor(pg_url)
-                add("postgresql", "floor SELECT+UPSERT", request)
-                cleanup()
-                store = pg_store(pg_url)
-                for policy in ("merge", "serialized"):
-                    manager = manager_on(store, policy)
-                    sid = new_session(manager)
-                    add("postgresql", f"shoal {policy}", shoal_request(manager, sid))
-                store.close()
-
-            path = os.path.join(tmp, f"s{uuid.uuid4().hex[:6]}.db")
-            request, cleanup = sqlite_floor(path)
-            add("sqlite", "floor SELECT+UPSERT", request)
-            cleanup()
-            sqlite_store = SQLiteStore(path)
-            for policy in ("merge", "serialized"):
-                manager = manager_on(sqlite_store, policy)
-                sid = new_session(manager)
-                count_sqlite_statements(sqlite_store)
-                add("sqlite", f"shoal {policy}", shoal_request(manager, sid))
-            sqlite_store.close()
-
         try:
-            peer = DjangoPeer(os.path.join(tmp, "django.db"), pg_url)
+            peer: DjangoPeer | None = DjangoPeer(os.path.join(tmp, "django.db"), pg_url)
         except ImportError:
+            peer = None
             print("  (Django is not installed: pip install 'shoal[bench]'; peer skipped)")
-        else:
-            for _ in range(args.rounds):
-                add("sqlite", "django db backend", peer.request_on("default"))
-                if pg_url is not None:
-                    add("postgresql", "django db backend", peer.request_on("pg"))
-    return rows
+
+        if pg_url is not None:
+            request, cleanup = pg_floor(pg_url)
+            stack.callback(cleanup)
+            store = pg_store(pg_url)
+            stack.callback(store.close)
+            variants: dict[str, Request] = {FLOOR: request}
+            for policy in ("merge", "serialized"):
+                manager = manager_on(store, policy)
+                variants[f"shoal {policy}"] = shoal_request(manager, new_session(manager))
+            if peer is not None:
+                variants["django db backend"] = peer.request_on("pg")
+            tables["postgresql"] = interleave(
+                variants, args.requests, warmup, rounds=args.rounds, label="postgresql "
+            )
+
+        path = os.path.join(tmp, "shoal.db")
+        request, cleanup = sqlite_floor(os.path.join(tmp, "floor.db"))
+        stack.callback(cleanup)
+        sqlite_store = SQLiteStore(path)
+        stack.callback(sqlite_store.close)
+        variants = {FLOOR: request}
+        for policy in ("merge", "serialized"):
+            manager = manager_on(sqlite_store, policy)
+            variants[f"shoal {policy}"] = shoal_request(manager, new_session(manager))
+        count_sqlite_statements(sqlite_store)
+        if peer is not None:
+            variants["django db backend"] = peer.request_on("default")
+        tables["sqlite"] = interleave(
+            variants, args.requests, warmup, rounds=args.rounds, label="sqlite "
+        )
+    return tables
 
 
-def report(rows: list[Row]) -> None:
-    merged: dict[tuple[str, str], Row] = {}
-    for row in rows:
-        key = (row.store, row.variant)
-        if key in merged:
-            merged[key].times.extend(row.times)
-        else:
-            merged[key] = Row(row.store, row.variant, list(row.times), row.statements)
-    print()
-    print(f"{'store':<11}{'variant':<23}{'median us':>10}{'p90 us':>9}{'x floor':>9}"
-          f"{'stmts/req':>11}")
-    for store in ("postgresql", "sqlite"):
-        floor = merged.get((store, "floor SELECT+UPSERT"))
-        for (s, variant), row in merged.items():
-            if s != store:
-                continue
-            ratio = f"{row.median / floor.median:.2f}x" if floor else "-"
-            print(f"{store:<11}{variant:<23}{row.median * 1e6:>10.1f}{row.p90 * 1e6:>9.1f}"
-                  f"{ratio:>9}{row.statements:>11.2f}")
+def report(tables: dict[str, list[Row]]) -> None:
+    for store, rows in tables.items():
+        print_table(rows, floor=FLOOR, sent="stmts/req", title=store)
 
 
 def main() -> None:
@@ -375,7 +320,7 @@ def main() -> None:
     parser.add_argument("--pg-url", help="an existing PostgreSQL (default: a private one)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--requests", type=int, default=2000, help="per variant and round")
-    parser.add_argument("--rounds", type=int, default=3, help="variants alternate per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of interleaved requests")
     report(run(parser.parse_args()))
 
 
