@@ -124,7 +124,7 @@ class Session(MutableMapping[str, Any]):
             return False
         try:
             self._values[key] = decode_field(self._codec, data)[0]
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a codec raises on foreign bytes
             del self._encoded[key]
             self._expiry.pop(key, None)
             self._skip_undecodable(key, exc)

@@ -253,7 +253,13 @@ def test_a_corrupt_field_is_skipped_not_fatal(
     key = RecordKey(manager.app_id, hash_id(sid))
     loaded = manager.store.load(key, now=clock())
     assert loaded.record is not None
-    for bad in (b"?garbage", b'j{"__t__": "nope", "v": 1}', b"j{not json"):
+    for bad in (
+        b"?garbage",
+        b'j{"__t__": "nope", "v": 1}',
+        b"j{not json",
+        b'j{"__t__": "decimal", "v": "abc"}',  # decimal.InvalidOperation, not a ValueError
+        b"x\x00",  # an expiry frame cut short
+    ):
         manager.store.apply(key, Change(600, set={"bad": bad}), now=clock())
         with caplog.at_level("WARNING", logger="shoal"), manager.open(sid) as session:
             assert dict(session) == {"good": 1}
