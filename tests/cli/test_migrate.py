@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -36,6 +38,14 @@ def test_migrate_creates_the_table_once_and_again(
         assert orjson.loads(out)["migrated"] is True
     finally:
         execute(running.url, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_migrate_creates_a_sqlite_store(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "sessions.db"
+    code, out = migrate(f"sqlite://{path}")
+    assert code == 0, out
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert ("shoal_sessions",) in tables
 
 
 def test_migrate_of_a_store_without_schema_says_so() -> None:

@@ -31,16 +31,31 @@ __all__ = [
     "PG_MIGRATE_LOCK",
     "PG_PURGE",
     "PG_RENEW",
+    "PG_SAVE",
+    "PG_SAVE_EXPECT",
+    "PG_SAVE_FENCED",
+    "PG_SAVE_FIELDS_MERGE",
+    "PG_SAVE_FIELDS_MERGE_DELETE",
+    "PG_SAVE_FIELDS_REPLACE",
+    "PG_SAVE_NOTIFY",
+    "PG_SAVE_RELEASE",
+    "PG_SAVE_VERSION",
     "PG_SCHEMA",
     "PG_SELECT",
     "PG_TABLE_EXISTS",
+    "PG_TAKE",
+    "PG_TAKE_TOUCH",
     "PG_TOUCH",
     "PG_UNLOCK",
+    "SQLITE_COLUMNS",
     "SQLITE_DELETE",
+    "SQLITE_INSERT",
     "SQLITE_LIST",
     "SQLITE_PURGE",
     "SQLITE_SCHEMA",
     "SQLITE_SELECT",
+    "SQLITE_SWAP",
+    "SQLITE_SWAP_SET",
     "SQLITE_UPSERT",
 ]
 
@@ -86,6 +101,44 @@ SQLITE_UPSERT = f"""
         absolute_expires = excluded.absolute_expires,
         invalidated = excluded.invalidated, lease_token = excluded.lease_token,
         lease_until = excluded.lease_until, fields = excluded.fields
+"""
+
+# In: the new values of the columns named in {set} (a subset of _COLUMNS,
+# in _COLUMNS order, never empty), app_id, id_hash, then the old _COLUMNS in
+# order, as a SELECT returned them. Out: rowcount 1 when written, 0 when the
+# row is no longer exactly the old one (or is gone). A compare-and-set on the
+# whole row in ONE autocommit statement: a write statement takes SQLite's
+# write lock before it reads, so nothing runs between the check and the write.
+# The store computes the new row with the pure step from a row it read
+# earlier; when every column is still equal, the step's answer on the row as
+# it is now is the same, so this is the step run atomically. {set} names only
+# the columns the step changed (a lease or a touch does not send the blob
+# again); the store renders one variant per set of columns (SQLITE_SWAP_SET
+# per column). Comparing the whole row (blob included) rather than
+# ``version`` alone: a touch or a lease change leaves the version alone, and
+# a deleted and re-created session starts again at version 1 with the same
+# times under a coarse or frozen clock. REAL columns compare exactly.
+SQLITE_SWAP = """
+    UPDATE shoal_sessions SET {set}
+    WHERE app_id = ? AND id_hash = ?
+      AND version = ? AND created = ? AND accessed = ? AND expires = ?
+      AND absolute_expires = ? AND invalidated = ? AND lease_token IS ?
+      AND lease_until = ? AND fields = ?
+"""
+
+# One column of SQLITE_SWAP's {set}, joined by ", ".
+SQLITE_SWAP_SET = "{column} = ?"
+
+SQLITE_COLUMNS = tuple(_COLUMNS.split(", "))
+"""The names of _COLUMNS, in order (the columns of a row the store reads)."""
+
+# In: app_id, id_hash, then _COLUMNS in order. Out: rowcount 1 when inserted,
+# 0 when any row (live, expired or tombstone) already holds the key. The
+# compare-and-set of an absent row (create_step), in one autocommit statement.
+SQLITE_INSERT = f"""
+    INSERT INTO shoal_sessions (app_id, id_hash, {_COLUMNS})
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (app_id, id_hash) DO NOTHING
 """
 
 # In: app_id, id_hash. Removes the row; inside the caller's transaction.
@@ -210,7 +263,8 @@ PG_TOUCH = f"""
 # Atomicity: the row is locked (FOR UPDATE) by the first CTE and written by
 # the third, in one statement. Restates load_step: a tombstone or an expired
 # row is reported, never leased; another token's live lease refuses the
-# lock; the caller's own lease is re-entrant and extended.
+# lock; the caller's own lease is re-entrant and extended. Sent only after
+# PG_TAKE took nothing, to say why (or to take the lease, if it came free).
 PG_LOAD_LOCK = f"""
     WITH cur AS (
         SELECT * FROM {{table}}
@@ -242,6 +296,36 @@ PG_LOAD_LOCK = f"""
     SELECT v.status, v.holder_until, taken.* FROM verdict AS v LEFT JOIN taken ON true
 """
 
+# A locking load as it almost always goes: ONE plain UPDATE that takes the
+# lease (and does a due touch) on a live row whose lease is free or already
+# the caller's. In: app_id, id_hash, now, token, lease; with {touch}
+# (PG_TAKE_TOUCH) also before and idle. Out: _PG_COLUMNS of the row after
+# the write; NO row when the row is absent, a tombstone, expired or leased
+# to another live token, and then the store sends PG_LOAD_LOCK, which says
+# which (or takes the lease, if it became free meanwhile). Atomicity: one
+# UPDATE; under READ COMMITTED its WHERE is re-evaluated on the newest row
+# version. Restates load_step as PG_LOAD_LOCK does, without the FOR UPDATE
+# CTE, the verdict and the join that only a refused load needs.
+PG_TAKE = f"""
+    UPDATE {{table}} AS c
+    SET lease_token = %(token)s::text,
+        lease_until = %(now)s::float8 + %(lease)s::float8{{touch}}
+    WHERE c.app_id = %(app_id)s AND c.id_hash = %(id_hash)s
+      AND NOT c.invalidated AND c.expires > %(now)s::float8
+      AND (c.lease_token IS NULL OR c.lease_token = %(token)s::text
+           OR c.lease_until <= %(now)s::float8)
+    RETURNING {_PG_COLUMNS}
+"""
+
+# {touch} of PG_TAKE when the load asks for a touch: done when the last
+# access is older than ``before`` (the SET reads the row before the update).
+PG_TAKE_TOUCH = """,
+        accessed = CASE WHEN c.accessed < %(before)s::float8 THEN %(now)s::float8
+                        ELSE c.accessed END,
+        expires = CASE WHEN c.accessed < %(before)s::float8
+                       THEN LEAST(%(now)s::float8 + %(idle)s::float8, c.absolute_expires)
+                       ELSE c.expires END"""
+
 # In: app_id, id_hash, created, now, expires, absolute, token and until
 # (NULL and 0 without a lease), fields (jsonb text: key -> {"v": 1, "d": ...}).
 # Out: one row when created, none when any record (live, expired, tombstone)
@@ -271,6 +355,8 @@ PG_CREATE = """
 # and frees the lease on release. The store renders four variants (merge or
 # replace, with or without per-key expectations) so a save pays only for
 # what it asks: a merge without expectations does no jsonb_each of them.
+# Sent only after PG_SAVE wrote nothing, to say why (it also writes when the
+# row changed in between in a way that now lets the save through).
 PG_APPLY = """
     WITH cur AS (
         SELECT * FROM {table}
@@ -331,6 +417,80 @@ PG_APPLY_CONFLICTS = """ARRAY(
 
 # {conflicts} without expectations.
 PG_APPLY_NO_CONFLICTS = "ARRAY[]::text[]"
+
+# The save as it almost always goes: ONE plain UPDATE of the row by its key,
+# whose WHERE holds every check of apply_step and whose SET is the write.
+# In: app_id, id_hash, now, idle, set (jsonb text: key -> base64), and as
+# the store's variant needs them: delete (text[]), token, expect_version,
+# expect_fields (as for PG_APPLY). Out: (version,) — the new version — when
+# written; NO row when any check failed or the row is absent, and then the
+# store sends PG_APPLY, which says why (or writes, if the row changed back
+# meanwhile). The store renders the variant a save needs (see
+# postgresql._Statements.save) from these pieces:
+#   {fields}: PG_SAVE_FIELDS_MERGE, PG_SAVE_FIELDS_MERGE_DELETE or
+#             PG_SAVE_FIELDS_REPLACE;
+#   {lease}:  PG_SAVE_RELEASE when the save frees the lease, else "";
+#   {checks}: PG_SAVE_FENCED (lease_token given), PG_SAVE_VERSION
+#             (expect_version given), PG_SAVE_EXPECT (expect_fields given),
+#             in that order, or "";
+#   {notify}: PG_SAVE_NOTIFY on a release, else "".
+# Atomicity: one UPDATE. Under READ COMMITTED a concurrent writer makes it
+# wait for the row and re-evaluate the WHERE (subquery included) on the
+# newest version, so the checks and the write see the same row. The SET
+# reads the old row: c.version + 1 is the new version. Restates apply_step:
+# live (not a tombstone, not expired), lease held, record version, per-key
+# versions, then the write. Why not PG_APPLY every time: its FOR UPDATE CTE,
+# the verdict and the join cost the server more than the whole write, for a
+# classification that only a failed save needs (measured in
+# docs/stores-sql.md).
+PG_SAVE = """
+    UPDATE {table} AS c
+    SET version = c.version + 1,
+        fields = {fields},
+        accessed = %(now)s::float8,
+        expires = LEAST(%(now)s::float8 + %(idle)s::float8, c.absolute_expires){lease}
+    WHERE c.app_id = %(app_id)s AND c.id_hash = %(id_hash)s
+      AND NOT c.invalidated AND c.expires > %(now)s::float8{checks}
+    RETURNING c.version{notify}
+"""
+
+# {fields} of a merge: the set keys written with the new version.
+PG_SAVE_FIELDS_MERGE = """c.fields || COALESCE((
+            SELECT jsonb_object_agg(s.key, jsonb_build_object('v', c.version + 1, 'd', s.value))
+            FROM jsonb_each(%(set)s::jsonb) AS s), jsonb_build_object())"""
+
+# {fields} of a merge that deletes keys: they go first (set wins over delete).
+PG_SAVE_FIELDS_MERGE_DELETE = """c.fields - %(delete)s::text[] || COALESCE((
+            SELECT jsonb_object_agg(s.key, jsonb_build_object('v', c.version + 1, 'd', s.value))
+            FROM jsonb_each(%(set)s::jsonb) AS s), jsonb_build_object())"""
+
+# {fields} of a replace: as PG_APPLY_FIELDS_REPLACE, on the row being updated.
+PG_SAVE_FIELDS_REPLACE = PG_APPLY_FIELDS_REPLACE
+
+PG_SAVE_RELEASE = """,
+        lease_token = NULL, lease_until = 0"""
+
+PG_SAVE_FENCED = """
+      AND c.lease_token = %(token)s::text AND c.lease_until > %(now)s::float8"""
+
+PG_SAVE_VERSION = """
+      AND c.version = %(expect_version)s::bigint"""
+
+# The per-key check as an ARRAY sublink, never as NOT EXISTS: the planner
+# turns NOT EXISTS into an anti-join, and when a concurrent save makes the
+# UPDATE re-check the newest row version (EvalPlanQual), a join is not
+# re-evaluated the way a subplan of the row is, so the check would pass on
+# the stale per-key versions and a save would overwrite a concurrent one
+# (caught by tests/processes: optimistic increments went missing). An ARRAY
+# sublink stays a subplan, computed again from the newest row.
+PG_SAVE_EXPECT = """
+      AND cardinality(ARRAY(
+          SELECT e.key FROM jsonb_each(%(expect_fields)s::jsonb) AS e
+          WHERE (c.fields -> e.key -> 'v') IS DISTINCT FROM NULLIF(e.value, 'null'::jsonb)
+      )) = 0"""
+
+PG_SAVE_NOTIFY = """,
+        pg_notify({channel}, %(app_id)s || ':' || %(id_hash)s)"""
 
 # In: app_id, id_hash, now, token (or NULL). Out: one row when
 # a live record became a tombstone, none otherwise (absent, expired, already

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
 from .base import (
@@ -107,6 +107,25 @@ DELETE: Final = _Delete()
 Outcome = StoredRecord | None
 
 
+def _copy(
+    rec: StoredRecord, fields: dict[str, bytes], field_versions: dict[str, int]
+) -> StoredRecord:
+    """``dataclasses.replace(rec, fields=..., field_versions=...)`` without its
+    per-call introspection, which costs more than the rest of a step."""
+    return StoredRecord(
+        rec.version,
+        rec.created,
+        rec.accessed,
+        rec.expires,
+        rec.absolute_expires,
+        fields,
+        field_versions,
+        rec.invalidated,
+        rec.lease_token,
+        rec.lease_until,
+    )
+
+
 def _live_status(rec: StoredRecord | None, now: float) -> LoadStatus:
     if rec is None:
         return LoadStatus.ABSENT
@@ -133,10 +152,10 @@ def load_step(
         return LoadResult(LoadStatus.LOCKED, locked_until=rec.lease_until), None
     new: StoredRecord | None = None
     if touch is not None and rec.accessed < touch.if_accessed_before:
-        new = replace(rec, fields=rec.fields, field_versions=rec.field_versions)
+        new = _copy(rec, rec.fields, rec.field_versions)
         _touched(new, now, touch.idle_timeout)
     if lock is not None:
-        new = new or replace(rec)
+        new = new or _copy(rec, rec.fields, rec.field_versions)
         new.lease_token, new.lease_until = lock.token, now + lock.lease
     return LoadResult(LoadStatus.LOADED, (new or rec).to_record()), new
 
@@ -172,16 +191,17 @@ def apply_step(
     if change.expect_version is not None and rec.version != change.expect_version:
         status = ApplyStatus.LOCK_LOST if change.lease_token else ApplyStatus.CONFLICT
         return ApplyResult(status), None
-    conflicts = tuple(
-        sorted(
-            key
-            for key, seen in change.expect_fields.items()
-            if rec.field_versions.get(key) != seen
+    if change.expect_fields:
+        conflicts = tuple(
+            sorted(
+                key
+                for key, seen in change.expect_fields.items()
+                if rec.field_versions.get(key) != seen
+            )
         )
-    )
-    if conflicts:
-        return ApplyResult(ApplyStatus.CONFLICT, conflicts=conflicts), None
-    new = replace(rec, fields=dict(rec.fields), field_versions=dict(rec.field_versions))
+        if conflicts:
+            return ApplyResult(ApplyStatus.CONFLICT, conflicts=conflicts), None
+    new = _copy(rec, dict(rec.fields), dict(rec.field_versions))
     new.version += 1
     if change.replace:
         new.fields, new.field_versions = {}, {}
@@ -221,7 +241,7 @@ def invalidate_step(
 def unlock_step(rec: StoredRecord | None, token: str) -> Outcome:
     if rec is None or rec.lease_token != token:
         return None
-    new = replace(rec)
+    new = _copy(rec, rec.fields, rec.field_versions)
     new.lease_token, new.lease_until = None, 0.0
     return new
 
@@ -231,7 +251,7 @@ def renew_step(
 ) -> tuple[bool, Outcome]:
     if rec is None or rec.invalidated or not rec.holds_lease(token, now):
         return False, None
-    new = replace(rec)
+    new = _copy(rec, rec.fields, rec.field_versions)
     new.lease_until = now + lease
     return True, new
 

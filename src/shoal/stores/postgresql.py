@@ -6,7 +6,11 @@ the checks of ``_state.py`` (live, not a tombstone, lease, record version,
 per-key versions) are restated in SQL next to the write they guard (see the
 PostgreSQL section of ``_sql.py``). A load that needs no lease and is not
 due a touch is one plain SELECT; a due touch adds one UPDATE, at most once
-per touch interval per session.
+per touch interval per session. A save and a locking load are one plain
+UPDATE whose WHERE holds the checks (``PG_SAVE``, ``PG_TAKE``); only when it
+writes nothing (gone, conflict, lease lost or held by another) does a second
+statement (``PG_APPLY``, ``PG_LOAD_LOCK``) say why, so the request that
+succeeds, nearly all of them, pays for no classification it does not need.
 
 Fields are a jsonb map ``key -> {"v": version, "d": base64}``, so a save
 sends only the keys it changed and the merge happens inside the statement.
@@ -31,6 +35,7 @@ process-wide circuit breaker of its URL (``_breaker.py``).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import logging
 import math
@@ -125,7 +130,21 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Connection(psycopg.Connection[TupleRow]):
-    """A connection that records why connecting failed (see ``_CONNECT_ERRORS``)."""
+    """A connection that records why connecting failed (see ``_CONNECT_ERRORS``).
+
+    It also keeps one cursor for the store's statements (``statement_cursor``):
+    a new cursor per statement costs more client time than the statement's
+    parameters and result together. The pool hands a connection to one
+    thread at a time, so the cursor is never shared between threads.
+    """
+
+    _statement_cursor: Cursor | None = None
+
+    def statement_cursor(self) -> Cursor:
+        cursor = self._statement_cursor
+        if cursor is None or cursor.closed:
+            cursor = self._statement_cursor = self.cursor()
+        return cursor
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> _Connection:
@@ -168,7 +187,7 @@ def _plain_utf8(key: str) -> bool:
 
 
 def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
+    return binascii.b2a_base64(value, newline=False).decode("ascii")
 
 
 def _json(value: object) -> str:
@@ -181,8 +200,9 @@ def _record(row: tuple[Any, ...] | list[Any]) -> StoredRecord:
     fields: dict[str, bytes] = {}
     versions: dict[str, int] = {}
     for stored, entry in orjson.loads(blob).items():
-        key = _unmap_key(stored)
-        fields[key] = base64.b64decode(entry["d"])
+        key = _unmap_key(stored) if stored[:1] == _ESCAPE else stored
+        # a2b_base64 is what b64decode runs, minus its argument checks.
+        fields[key] = binascii.a2b_base64(entry["d"])
         versions[key] = int(entry["v"])
     return StoredRecord(
         version=int(version),
@@ -225,6 +245,11 @@ class _Statements:
         self.select = render(_sql.PG_SELECT)
         self.touch = render(_sql.PG_TOUCH)
         self.load_lock = render(_sql.PG_LOAD_LOCK)
+        # with a touch -> its variant of PG_TAKE
+        self.take = {
+            touch: render(_sql.PG_TAKE, touch=_sql.PG_TAKE_TOUCH if touch else "")
+            for touch in (False, True)
+        }
         self.create = render(_sql.PG_CREATE)
         # (replace, with per-key expectations) -> its variant of PG_APPLY
         self.apply = {
@@ -236,12 +261,51 @@ class _Statements:
             for replace in (False, True)
             for expect in (False, True)
         }
+        self._render = render
+        self._save: dict[tuple[bool, bool, bool, bool, bool, bool], str] = {}
         self.invalidate = render(_sql.PG_INVALIDATE)
         self.unlock = render(_sql.PG_UNLOCK)
         self.renew = render(_sql.PG_RENEW)
         self.delete = render(_sql.PG_DELETE)
         self.list = render(_sql.PG_LIST)
         self.purge = render(_sql.PG_PURGE)
+
+
+    def save(
+        self,
+        *,
+        replace: bool,
+        delete: bool,
+        fenced: bool,
+        versioned: bool,
+        expect: bool,
+        release: bool,
+    ) -> str:
+        """The variant of PG_SAVE for a save of this shape, rendered on first use."""
+        shape = (replace, delete, fenced, versioned, expect, release)
+        query = self._save.get(shape)
+        if query is None:
+            if replace:
+                fields = _sql.PG_SAVE_FIELDS_REPLACE
+            else:
+                fields = _sql.PG_SAVE_FIELDS_MERGE_DELETE if delete else _sql.PG_SAVE_FIELDS_MERGE
+            checks = "".join(
+                piece
+                for wanted, piece in (
+                    (fenced, _sql.PG_SAVE_FENCED),
+                    (versioned, _sql.PG_SAVE_VERSION),
+                    (expect, _sql.PG_SAVE_EXPECT),
+                )
+                if wanted
+            )
+            query = self._save[shape] = self._render(
+                _sql.PG_SAVE,
+                fields=fields,
+                lease=_sql.PG_SAVE_RELEASE if release else "",
+                checks=checks,
+                notify=self._render(_sql.PG_SAVE_NOTIFY) if release else "",
+            )
+        return query
 
 
 class PostgresStore:
@@ -387,18 +451,30 @@ class PostgresStore:
 
     def _run(self, query: str, params: Mapping[str, Any], consume: Callable[[Cursor], T]) -> T:
         """Execute one statement on a pooled connection and read its result."""
-        self._ensure_schema()
+        if not self._schema_ready:
+            self._ensure_schema()
         for attempt in range(2):
             pool = self._pool()
             broken = False
             cut = _Cut()
+            watchdog = self._watchdog()
             try:
-                with pool.connection() as conn, self._watchdog().watch(conn, cut):
+                # getconn/putconn rather than pool.connection(): the same
+                # hand-out and return (putconn discards a connection left
+                # broken or inside a transaction) without the commit() that
+                # the context manager calls on an autocommit connection.
+                conn = pool.getconn()
+                try:
+                    watched = watchdog.start(conn, cut)
                     try:
-                        return consume(conn.execute(query, params))
+                        return consume(conn.statement_cursor().execute(query, params))
                     except psycopg.OperationalError:
                         broken = conn.broken or cut.fired
                         raise
+                    finally:
+                        watchdog.stop_watching(watched, conn, cut)
+                finally:
+                    pool.putconn(conn)
             except psycopg.errors.UndefinedTable as exc:
                 # The table was dropped under us (like a lost SQLite file):
                 # recreate it once; the failed statement changed nothing.
@@ -491,6 +567,12 @@ class PostgresStore:
         # after it wakes this thread's wait_unlocked (see _Waker).
         waker = self._waker_obj if self._pid == os.getpid() else None
         mark = waker.mark() if waker is not None else None
+        # The lease as it almost always goes: one UPDATE that takes it.
+        row = self._run(self._q.take[touch is not None], params, _one)
+        if row is not None:
+            return LoadResult(LoadStatus.LOADED, _record(row).to_record())
+        # Refused: PG_LOAD_LOCK says why, atomically (or takes the lease, when
+        # it came free since).
         row = self._run(self._q.load_lock, params, _one)
         if row is None:
             return LoadResult(LoadStatus.ABSENT)
@@ -519,23 +601,45 @@ class PostgresStore:
         return self._run(self._q.create, params, _one) is not None
 
     def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
-        params = {
+        params: dict[str, Any] = {
             "app_id": key.app_id,
             "id_hash": key.id_hash,
             "now": now,
             "idle": change.idle_timeout,
             "set": _json({_map_key(k): _b64(v) for k, v in change.set.items()}),
-            "expect_version": change.expect_version,
-            "token": change.lease_token,
-            "release": change.release,
         }
-        if not change.replace:
-            params["delete"] = [_map_key(k) for k in change.delete]
+        deleted = [] if change.replace else [_map_key(k) for k in change.delete]
+        if deleted:
+            params["delete"] = deleted
+        fenced = change.lease_token is not None
+        if fenced:
+            params["token"] = change.lease_token
+        versioned = change.expect_version is not None
+        if versioned:
+            params["expect_version"] = change.expect_version
         expect = bool(change.expect_fields)
         if expect:
             params["expect_fields"] = _json(
                 {_map_key(k): v for k, v in change.expect_fields.items()}
             )
+        # The save as it almost always goes: one UPDATE that checks and writes.
+        query = self._q.save(
+            replace=change.replace,
+            delete=bool(deleted),
+            fenced=fenced,
+            versioned=versioned,
+            expect=expect,
+            release=change.release,
+        )
+        row = self._run(query, params, _one)
+        if row is not None:
+            return ApplyResult(ApplyStatus.OK, version=int(row[0]))
+        # It wrote nothing: PG_APPLY says why, atomically (or writes, when the
+        # row changed since in a way that lets the save through).
+        params.setdefault("delete", deleted)
+        params.setdefault("token", None)
+        params.setdefault("expect_version", None)
+        params["release"] = change.release
         row = self._run(self._q.apply[change.replace, expect], params, _one)
         if row is None:
             return ApplyResult(ApplyStatus.GONE)
@@ -681,6 +785,14 @@ class _Watchdog:
 
     @contextmanager
     def watch(self, conn: psycopg.Connection[TupleRow], cut: _Cut) -> Iterator[None]:
+        token = self.start(conn, cut)
+        try:
+            yield
+        finally:
+            self.stop_watching(token, conn, cut)
+
+    def start(self, conn: psycopg.Connection[TupleRow], cut: _Cut) -> int:
+        """Watch a statement about to be sent on ``conn``; the token for ``stop_watching``."""
         fd = conn.pgconn.socket
         with self._lock:
             self._next += 1
@@ -691,13 +803,13 @@ class _Watchdog:
                     target=self._run, name=f"shoal-watchdog-{self._name}", daemon=True
                 )
                 self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inflight.pop(token, None)
-            if cut.fired and not conn.closed:
-                conn.close()  # never hand a cut connection back to the pool
+        return token
+
+    def stop_watching(self, token: int, conn: psycopg.Connection[TupleRow], cut: _Cut) -> None:
+        with self._lock:
+            self._inflight.pop(token, None)
+        if cut.fired and not conn.closed:
+            conn.close()  # never hand a cut connection back to the pool
 
     def _run(self) -> None:
         while not self._stopped.wait(self.tick):
