@@ -29,9 +29,23 @@ Request = Callable[[int], None]
 
 
 class Counter:
-    """What requests sent to the store (round trips or statements), by the hooks installed."""
+    """What requests sent to the store (round trips or statements), by the hooks installed.
+
+    Counting is off while requests are timed: some hooks cost time (SQLite's
+    trace callback expands every statement with its bound blobs). A hook
+    counts only while ``on``; one that must be installed and removed instead
+    registers a switch.
+    """
 
     count = 0
+    on = False
+    switches: list[Callable[[bool], None]] = []
+
+    @classmethod
+    def counting(cls, on: bool) -> None:
+        cls.on = on
+        for switch in cls.switches:
+            switch(on)
 
 
 @dataclass
@@ -70,19 +84,28 @@ def interleave(
         for i in range(n):
             for j in range(len(names)):
                 name = names[(i + j) % len(names)]
-                before = Counter.count
                 started = time.perf_counter()
                 variants[name](done + i)
                 rows[name].times.append(time.perf_counter() - started)
-                rows[name].sent += Counter.count - before
         done += n
         for name in names:
             median = statistics.median(rows[name].times[mark[name] :])
             print(f"  round {round_ + 1} {label}{name:<26} median {median * 1e6:8.1f} us",
                   flush=True)
-    for row in rows.values():
-        row.sent /= n * rounds
+    # What each request sends: counted in a pass of its own, untimed.
+    Counter.counting(True)
+    try:
+        for name in names:
+            before = Counter.count
+            for i in range(_COUNTED):
+                variants[name](done + i)
+            rows[name].sent = (Counter.count - before) / _COUNTED
+    finally:
+        Counter.counting(False)
     return list(rows.values())
+
+
+_COUNTED = 50  # requests per variant in the counting pass
 
 
 def print_table(rows: Iterable[Row], *, floor: str, sent: str, title: str = "") -> None:

@@ -58,7 +58,8 @@ def count_round_trips() -> None:
     original = AbstractConnection.send_packed_command
 
     def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        Counter.count += 1
+        if Counter.on:
+            Counter.count += 1
         original(self, command, check_health)  # type: ignore[no-untyped-call]
 
     AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]

@@ -86,7 +86,8 @@ def counting_cursor() -> type:
 
     class CountingCursor(psycopg.Cursor[Any]):
         def execute(self, *args: Any, **kwargs: Any) -> Any:
-            Counter.count += 1
+            if Counter.on:
+                Counter.count += 1
             return super().execute(*args, **kwargs)
 
     return CountingCursor
@@ -143,7 +144,7 @@ def sqlite_floor(path: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.set_trace_callback(lambda _: setattr(Counter, "count", Counter.count + 1))
+    count_statements(conn)
     conn.execute(
         "CREATE TABLE floor (app_id TEXT, id_hash TEXT, data BLOB NOT NULL,"
         " PRIMARY KEY (app_id, id_hash)) WITHOUT ROWID"
@@ -163,9 +164,19 @@ def sqlite_floor(path: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     return request, conn.close
 
 
+def count_statements(conn: sqlite3.Connection) -> None:
+    """Count the connection's statements, by its trace callback, while counting is on."""
+
+    def switch(on: bool) -> None:
+        hook = (lambda _: setattr(Counter, "count", Counter.count + 1)) if on else None
+        conn.set_trace_callback(hook)
+
+    Counter.switches.append(switch)
+
+
 def count_sqlite_statements(store: SQLiteStore) -> None:
-    """The trace callback on this thread's connection of the store."""
-    store._conn().set_trace_callback(lambda _: setattr(Counter, "count", Counter.count + 1))
+    """Count the statements of this thread's connection of the store."""
+    count_statements(store._conn())
 
 
 # -- Django ------------------------------------------------------------------------
@@ -237,7 +248,7 @@ class DjangoPeer:
         first.save()
         key = first.session_key
         conn = connections[alias]
-        conn.force_debug_cursor = True
+        Counter.switches.append(lambda on: setattr(conn, "force_debug_cursor", on))
 
         def request(i: int) -> None:
             self.alias = alias  # the variants interleave: route this request's queries
