@@ -84,6 +84,30 @@ def _kill_leftovers() -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def run_setup(
+    argv: list[str], *, log: Path, what: str, timeout: float, cwd: Path | None = None
+) -> None:
+    """Run one set-up command (initdb, cluster create...), its output appended to `log`.
+
+    `ServerStartError` with the log's tail when it fails or outlasts `timeout`.
+    """
+    try:
+        with open(log, "ab") as out:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                timeout=timeout,
+                check=False,
+            )
+    except subprocess.TimeoutExpired:
+        raise ServerStartError(f"{what} took over {timeout:.0f} s\n{tail([log])}") from None
+    if done.returncode != 0:
+        raise ServerStartError(f"{what} failed ({done.returncode})\n{tail([log])}")
+
+
 class ServerProcess(abc.ABC):
     """One server process on a stable loopback port and data dir.
 
@@ -147,25 +171,8 @@ class ServerProcess(abc.ABC):
         """Set up the data dir before the first start (initdb and the like)."""
 
     def _run_setup(self, argv: list[str], *, log: Path, what: str, timeout: float = 60.0) -> None:
-        """Run one set-up command in `data_dir`, its output appended to `log`.
-
-        `ServerStartError` with the log's tail when it fails or outlasts `timeout`.
-        """
-        try:
-            with open(log, "ab") as out:
-                done = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.data_dir,
-                    timeout=timeout,
-                    check=False,
-                )
-        except subprocess.TimeoutExpired:
-            raise ServerStartError(f"{what} took over {timeout:.0f} s\n{tail([log])}") from None
-        if done.returncode != 0:
-            raise ServerStartError(f"{what} failed ({done.returncode})\n{tail([log])}")
+        """Run one set-up command in `data_dir` (see `run_setup`)."""
+        run_setup(argv, log=log, what=what, timeout=timeout, cwd=self.data_dir)
 
     def _pick_port(self) -> int:
         return free_port()

@@ -16,14 +16,13 @@ killed node (it rejoins as a replica) so later tests get a whole cluster.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import resp
-from .base import ServerGroup, ServerProcess
+from .base import ServerGroup, ServerProcess, run_setup
 from .redis_server import RedisServer, find_redis_cli
-from .util import HOST, ServerStartError, free_port, tail, wait_until
+from .util import HOST, ServerStartError, free_port, wait_until
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # Redis listens for the cluster bus on port + 10000
@@ -147,26 +146,12 @@ class RedisCluster(ServerGroup):
         if self.replicas:
             argv += ["--cluster-replicas", "1"]
         argv.append("--cluster-yes")
-        log = self.base_dir / "cluster-create.log"
-        try:
-            with open(log, "wb") as out:
-                done = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=self.startup_timeout,
-                    check=False,
-                )
-        except subprocess.TimeoutExpired:
-            raise ServerStartError(
-                f"redis-cli --cluster create took over {self.startup_timeout:.0f} s\n"
-                f"{tail([log])}"
-            ) from None
-        if done.returncode != 0:
-            raise ServerStartError(
-                f"redis-cli --cluster create failed ({done.returncode})\n{tail([log])}"
-            )
+        run_setup(
+            argv,
+            log=self.base_dir / "cluster-create.log",
+            what="redis-cli --cluster create",
+            timeout=self.startup_timeout,
+        )
 
     # -- what the cluster looks like now
 

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from ..errors import ConfigError, ShoalError
 from ..stores import open_store
-from ..stores._url import url_path
+from ..stores._url import url_path, url_scheme
 from ..stores.base import RecordInfo, Store
 
 __all__ = [
@@ -108,7 +108,7 @@ _LOCAL_FILES: dict[str, tuple[str, ...]] = {
 
 def _require_local_store(url: str) -> None:
     """``CliError`` when ``url`` is a local store that does not exist."""
-    scheme = url.split(":", 1)[0].lower()
+    scheme = url_scheme(url)
     suffixes = _LOCAL_FILES.get(scheme)
     if suffixes is None:
         return

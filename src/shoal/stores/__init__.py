@@ -11,7 +11,7 @@ import importlib
 from typing import Final
 
 from ..errors import ConfigError
-from ._url import mask_url
+from ._url import mask_url, url_scheme
 from .base import Store
 
 __all__ = ["NETWORK_MODULES", "SCHEMES", "Store", "open_store"]
@@ -44,7 +44,7 @@ NETWORK_MODULES: Final = frozenset(
 
 def open_store(url: str) -> Store:
     """The store for ``url``; ``ConfigError`` lists valid schemes when unknown."""
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    scheme = url_scheme(url)
     entry = SCHEMES.get(scheme)
     if entry is None:
         valid = ", ".join(f"{s}://" for s in sorted(SCHEMES))

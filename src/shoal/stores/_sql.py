@@ -394,11 +394,15 @@ PG_APPLY = """
     FROM checked AS c LEFT JOIN written AS w ON true
 """
 
-# {fields} of a merge: the deleted keys go, then the set keys are written
-# with the new version (set wins over delete, as in apply_step).
-PG_APPLY_FIELDS_MERGE = """c.fields - %(delete)s::text[] || COALESCE((
+# The set keys (%(set)s: key -> base64) as field entries of the new version
+# of row ``c``; an empty object when there are none.
+_PG_SET_KEYS = """COALESCE((
         SELECT jsonb_object_agg(s.key, jsonb_build_object('v', c.version + 1, 'd', s.value))
         FROM jsonb_each(%(set)s::jsonb) AS s), jsonb_build_object())"""
+
+# {fields} of a merge: the deleted keys go, then the set keys are written
+# with the new version (set wins over delete, as in apply_step).
+PG_APPLY_FIELDS_MERGE = "c.fields - %(delete)s::text[] || " + _PG_SET_KEYS
 
 # {fields} of a replace: only the set keys remain; a key whose bytes did not
 # change keeps its version (a whole-record write is not a change of it).
@@ -455,14 +459,11 @@ PG_SAVE = """
 """
 
 # {fields} of a merge: the set keys written with the new version.
-PG_SAVE_FIELDS_MERGE = """c.fields || COALESCE((
-            SELECT jsonb_object_agg(s.key, jsonb_build_object('v', c.version + 1, 'd', s.value))
-            FROM jsonb_each(%(set)s::jsonb) AS s), jsonb_build_object())"""
+PG_SAVE_FIELDS_MERGE = "c.fields || " + _PG_SET_KEYS
 
-# {fields} of a merge that deletes keys: they go first (set wins over delete).
-PG_SAVE_FIELDS_MERGE_DELETE = """c.fields - %(delete)s::text[] || COALESCE((
-            SELECT jsonb_object_agg(s.key, jsonb_build_object('v', c.version + 1, 'd', s.value))
-            FROM jsonb_each(%(set)s::jsonb) AS s), jsonb_build_object())"""
+# {fields} of a merge that deletes keys: as PG_APPLY_FIELDS_MERGE (the
+# deleted keys go first: set wins over delete).
+PG_SAVE_FIELDS_MERGE_DELETE = PG_APPLY_FIELDS_MERGE
 
 # {fields} of a replace: as PG_APPLY_FIELDS_REPLACE, on the row being updated.
 PG_SAVE_FIELDS_REPLACE = PG_APPLY_FIELDS_REPLACE

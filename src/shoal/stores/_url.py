@@ -10,7 +10,9 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import ConfigError
 
-__all__ = ["boolean", "mask_url", "query_options", "seconds", "table_name", "url_path"]
+__all__ = [
+    "boolean", "mask_url", "query_options", "seconds", "table_name", "url_path", "url_scheme",
+]
 
 
 def mask_url(url: str) -> str:
@@ -38,6 +40,11 @@ def query_options(url: str, table: Mapping[str, Callable[[str], Any]]) -> dict[s
         except ValueError as exc:
             raise ConfigError(f"store URL parameter {name}={raw!r}: {exc}") from exc
     return options
+
+
+def url_scheme(url: str) -> str:
+    """The URL's scheme, lower-cased ("" without one): what picks the store."""
+    return url.split(":", 1)[0].lower() if ":" in url else ""
 
 
 def url_path(url: str) -> str:

@@ -200,7 +200,7 @@ def _record(row: tuple[Any, ...] | list[Any]) -> StoredRecord:
     fields: dict[str, bytes] = {}
     versions: dict[str, int] = {}
     for stored, entry in orjson.loads(blob).items():
-        key = _unmap_key(stored) if stored[:1] == _ESCAPE else stored
+        key = _unmap_key(stored)
         # a2b_base64 is what b64decode runs, minus its argument checks.
         fields[key] = binascii.a2b_base64(entry["d"])
         versions[key] = int(entry["v"])
@@ -269,7 +269,6 @@ class _Statements:
         self.delete = render(_sql.PG_DELETE)
         self.list = render(_sql.PG_LIST)
         self.purge = render(_sql.PG_PURGE)
-
 
     def save(
         self,
