@@ -72,9 +72,14 @@ def capture(environ: WSGIEnvironment, limit: int) -> Replay | None:
     """
     raw = environ.get("CONTENT_LENGTH") or ""
     if not raw.strip():
-        if environ.get("wsgi.input_terminated"):
+        coding = environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower()
+        if coding and coding != "identity":
             return None  # a chunked body of unknown size: not replayable
-        length = 0  # no declared length and no terminated input: no body (PEP 3333)
+        # No length and no Transfer-Encoding: there is no body (RFC 9112 6.3),
+        # even when the server sets ``wsgi.input_terminated``, as gunicorn does
+        # on every request. Rejected: reading that flag as "chunked", which
+        # made every GET unretriable under gunicorn.
+        length = 0
     else:
         try:
             length = int(raw)

@@ -150,11 +150,27 @@ def test_a_chunked_body_of_unknown_length_is_not_replayed(memory_manager: Sessio
     cookie = session_cookie(memory_manager)
     inner = CounterApp(memory_manager, interfere=1)
     app = SessionMiddleware(inner, memory_manager, retry_conflicts=3)
-    environ = environ_for(cookie, b"chunked", CONTENT_LENGTH="")
+    environ = environ_for(
+        cookie, b"chunked", CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked"
+    )
     environ["wsgi.input_terminated"] = True
     recorder, _ = call(app, environ)
     assert [c[0] for c in recorder.calls] == ["409 Conflict"]
     assert inner.bodies == [b"chunked"]
+
+
+def test_a_request_without_a_body_is_retried_under_a_terminating_server(
+    memory_manager: SessionManager,
+) -> None:
+    """gunicorn sets ``wsgi.input_terminated`` on every request, GETs included."""
+    cookie = session_cookie(memory_manager)
+    inner = CounterApp(memory_manager, interfere=1)
+    app = SessionMiddleware(inner, memory_manager, retry_conflicts=2)
+    environ = environ_for(cookie, b"", REQUEST_METHOD="GET", **{"wsgi.input_terminated": True})
+    del environ["CONTENT_LENGTH"]
+    recorder, body = call(app, environ)
+    assert [c[0] for c in recorder.calls] == ["200 OK"]
+    assert inner.bodies == [b"", b""] and body == b"attempt 2 n=101 body="
 
 
 @pytest.mark.parametrize("length", ["abc", "-1"])

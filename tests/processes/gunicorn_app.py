@@ -35,3 +35,28 @@ def counter(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
 app = SessionMiddleware(
     counter, SessionManager(os.environ["SHOAL_STORE"], app_id="gunicorn", policy="serialized")
 )
+
+
+# -- retry_conflicts under gunicorn, which sets wsgi.input_terminated on every request
+
+_retry_manager = SessionManager(
+    os.environ["SHOAL_STORE"], app_id="gunicorn-retry", policy="optimistic"
+)
+_runs: dict[str, int] = {}  # runs per X-Request-Id, in this worker process
+
+
+def conflicting(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Adds 1 to ``n``; a request's first run loses a race on ``n`` to a concurrent write."""
+    session = environ["shoal.session"]
+    request_id = environ.get("HTTP_X_REQUEST_ID", "")
+    _runs[request_id] = runs = _runs.get(request_id, 0) + 1
+    n = session.get("n", 0)
+    if runs == 1 and request_id and not session.is_new:
+        with _retry_manager.open(session.id) as other:
+            other["n"] = n + 100
+    session["n"] = n + 1
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [orjson.dumps({"n": session["n"], "runs": runs})]
+
+
+retry_app = SessionMiddleware(conflicting, _retry_manager, retry_conflicts=1)

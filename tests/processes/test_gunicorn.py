@@ -42,12 +42,17 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) ->
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    yield from serve(tmp_path, "app", workers=2)
+
+
+def serve(tmp_path: Path, app: str, *, workers: int) -> Iterator[tuple[int, str]]:
+    """gunicorn serving ``tests.processes.gunicorn_app:<app>``; yields (port, store URL)."""
     port = free_port()
     url = f"sqlite://{tmp_path / 'sessions.db'}"
     env = {**os.environ, "SHOAL_STORE": url, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "tests.processes.gunicorn_app:app"],
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
+         f"127.0.0.1:{port}", "--log-level", "warning", f"tests.processes.gunicorn_app:{app}"],
         cwd=ROOT, env=env,
     )
     try:
@@ -90,3 +95,25 @@ def test_one_session_across_two_gunicorn_workers(gunicorn: tuple[int, str]) -> N
     assert {a["pid"] for a in answers} == set(final["pids"])
     listed = list(SQLiteStore.from_url(url).records("gunicorn"))
     assert len(listed) == 1
+
+
+def test_retry_conflicts_reruns_a_get_under_gunicorn(tmp_path: Path) -> None:
+    """gunicorn marks every request's input terminated; a GET still has no body to keep."""
+    for port, _ in serve(tmp_path, "retry_app", workers=1):
+        def get(cookie: str | None, request_id: str) -> tuple[dict[str, Any], str | None]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            headers = {"Connection": "close", "X-Request-Id": request_id}
+            if cookie:
+                headers["Cookie"] = cookie
+            conn.request("GET", "/", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            assert response.status == 200, (response.status, body)
+            set_cookie = response.getheader("Set-Cookie")
+            return orjson.loads(body), set_cookie.split(";")[0] if set_cookie else None
+
+        first, cookie = get(None, "create")
+        assert cookie is not None and first == {"n": 1, "runs": 1}
+        retried, _ = get(cookie, "conflicted")
+        assert retried == {"n": 102, "runs": 2}, "the conflicted GET ran again"
