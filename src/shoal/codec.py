@@ -5,7 +5,9 @@ into a list, so values beyond JSON are written as tagged objects
 ``{"__t__": TAG, "v": ...}``: datetime, date, time, UUID, Decimal, bytes,
 set, frozenset, tuple, non-finite floats and integers beyond 64 bits. A user
 dict that itself has a ``"__t__"`` key is escaped the same way, so every value
-round-trips exactly. Pickle is never used: a forged record must not run code.
+round-trips exactly. Subclasses of str, int, float, dict and list (``Markup``,
+``IntEnum``, ``OrderedDict``) are stored as their base type and come back as
+it. Pickle is never used: a forged record must not run code.
 
 Each stored field is framed by one leading byte so per-key expiry travels
 with the value, and stores can keep treating fields as opaque bytes:
@@ -83,7 +85,35 @@ def _encode(value: Any) -> Any:
         return _tag("decimal", str(value))
     if kind is bytes or kind is bytearray:
         return _tag("bytes", base64.b64encode(value).decode("ascii"))
+    base = _json_base(value)
+    if base is not None:
+        return _encode(base)
     raise TypeError(f"values of type {kind.__name__} are not supported by the JSON codec")
+
+
+def _json_base(value: Any) -> Any:
+    """A subclass of a JSON type as that type (``Markup`` -> str), else None.
+
+    Stored as the base type and read back as it: ``markupsafe.Markup`` comes
+    back as a plain ``str``, an ``IntEnum`` as an ``int``, an ``OrderedDict``
+    as a ``dict``. Rejected: refusing them (a Markup flash message failed with
+    an error naming an internal key) and tagging the class name (decoding
+    would have to import classes named by stored data). bool is final, and
+    subclasses of the tagged types (tuple, set, datetime, ...) stay refused.
+    The base methods are called directly so an overridden ``__str__`` or
+    ``__int__`` cannot change what is stored.
+    """
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return None
 
 
 _DECODERS: Final[dict[str, Any]] = {

@@ -40,11 +40,13 @@ class ConfigError(ShoalError, ValueError):
 class EncodeError(ShoalError, TypeError):
     """A session value cannot be encoded; raised at ``set`` time.
 
-    ``key`` names the session key whose value was refused.
+    ``key`` names the session key whose value was refused; ``subject``, when
+    given, replaces it in the message (``flash()`` names the caller's flash
+    message, not the internal key it was going to).
     """
 
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"session key {key!r} cannot be stored: {reason}")
+    def __init__(self, key: str, reason: str, *, subject: str | None = None) -> None:
+        super().__init__(f"{subject or f'session key {key!r}'} cannot be stored: {reason}")
         self.key = key
         self.reason = reason
 

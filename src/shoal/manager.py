@@ -70,6 +70,7 @@ class _Handle:
 
     policy: Policy
     client_id: str | None  # the id the client sent, when well-formed
+    presented: bool  # the client sent an id, well-formed or not (clear it if it names nothing)
     store: Store  # the manager's store, or this request's view through its replica
     key: RecordKey | None = None  # set once a stored record was loaded
     lease_token: str | None = None
@@ -191,9 +192,15 @@ class SessionManager:
         """Load (and lock) a session; commit on success, roll back on error.
 
         An unknown, expired or malformed ``session_id`` yields a new session
-        with a fresh id: a client-chosen id is never adopted.
+        with a fresh id: a client-chosen id is never adopted. After the block
+        the session is a read-only snapshot of what was committed (``id`` is
+        the new one after ``rotate()``); a write to it raises
+        ``SessionStateError``.
         """
         session = self.begin(session_id, read_only=read_only, policy=policy, lazy=False)
+        session._set_end(
+            "at the end of its `with manager.open()` block", "write inside the with block"
+        )
         try:
             yield session
         except BaseException:
@@ -222,6 +229,7 @@ class SessionManager:
         handle = _Handle(
             policy=chosen,
             client_id=session_id if is_well_formed(session_id) else None,
+            presented=bool(session_id),
             store=store,
         )
         session = Session(
@@ -242,10 +250,13 @@ class SessionManager:
     def _load(self, session: Session, handle: _Handle) -> None:
         now = self.clock()
         result = LoadResult(LoadStatus.ABSENT)
+        # First touched after its commit (a read in the body): loaded read-only,
+        # without lock or touch, since no response can carry a cookie any more.
+        late = session._closed
         if handle.client_id is not None:
             key = RecordKey(self.app_id, hash_id(handle.client_id))
-            touch = Touch(now - self.touch_interval, self.idle_timeout)
-            if handle.policy.locks and not session.read_only:
+            touch = None if late else Touch(now - self.touch_interval, self.idle_timeout)
+            if handle.policy.locks and not session.read_only and not late:
                 result = self._load_locked(key, touch, handle)
             else:
                 result = handle.store.load(key, now=now, touch=touch)
@@ -278,7 +289,9 @@ class SessionManager:
             field_versions=record.field_versions,
         )
 
-    def _load_locked(self, key: RecordKey, touch: Touch, handle: _Handle) -> LoadResult:
+    def _load_locked(
+        self, key: RecordKey, touch: Touch | None, handle: _Handle
+    ) -> LoadResult:
         """Load with the lease; wait for the holder up to ``lock_timeout``."""
         token = f"{self.node_id}:{os.getpid()}:{secrets.token_hex(8)}"
         lock = LockRequest(token, self.lock_lease)
@@ -322,8 +335,9 @@ class SessionManager:
         """Save what the request changed, release any lock; tell what to send."""
         handle: _Handle = session._handle  # type: ignore[attr-defined]
         if not session.loaded:
-            session._close()
+            session._close(committed=True)
             return CommitOutcome()
+        committed = False
         try:
             outcome = self._commit(session, handle)
             if self._replicator is not None:
@@ -331,21 +345,31 @@ class SessionManager:
                     handle.store, session.id, ended=outcome.clear, now=self.clock()
                 )
                 outcome = replace(outcome, replica=wire, clear_replica=clear)
+            committed = True
             return outcome
         finally:
-            session._close()
+            # A failed commit saved nothing: the session then reads as rolled back.
+            session._close(committed=committed)
 
     def _commit(self, session: Session, handle: _Handle) -> CommitOutcome:
         now = self.clock()
         key = handle.key
         ref = session_ref(key.id_hash) if key else "new"
-        stale_client_id = handle.client_id is not None and key is None
+        # The client sent an id (malformed, unknown or ended) that loaded
+        # nothing: clear its cookie, or the browser sends it forever.
+        stale_client_id = handle.presented and key is None
         if session.invalidated:
             # Logout always wins, lease or not; the tombstone drops any lease.
+            # It goes first, so a failure below never leaves the old id alive.
             if key is not None:
                 handle.store.invalidate(key, now=now)
             handle.lease_token = None
-            return CommitOutcome(clear=handle.client_id is not None)
+            session._detect_mutations()
+            if session._encoded_fields():
+                # Written after invalidate(): a fresh session under a new id,
+                # with no lease and a lifetime of its own.
+                return self._create(session, handle, now, fresh=True)
+            return CommitOutcome(clear=handle.presented)
         if not session.modified:
             self._release(handle)
             if stale_client_id:
@@ -371,10 +395,14 @@ class SessionManager:
             raise LockLost(ref)
         raise ConflictError(result.conflicts, ref)
 
-    def _create(self, session: Session, handle: _Handle, now: float) -> CommitOutcome:
-        """Store a new session, or move a rotated one to a new id."""
+    def _create(
+        self, session: Session, handle: _Handle, now: float, *, fresh: bool = False
+    ) -> CommitOutcome:
+        """Store a new session, move a rotated one to a new id, or (``fresh``) store
+        what was written after ``invalidate()`` under a new id."""
         fields = session._encoded_fields()
-        if handle.key is None:
+        moving = handle.key is not None and not fresh
+        if not moving:
             absolute = now + self.absolute_timeout
             created = now
         else:
@@ -386,7 +414,7 @@ class SessionManager:
             absolute_expires=absolute,
             fields=fields,
         )
-        candidate = session.id if handle.key is None else self._new_id()
+        candidate = session.id if handle.key is None and not fresh else self._new_id()
         for _ in range(3):  # a collision of 256-bit ids would be a broken RNG
             if handle.store.create(RecordKey(self.app_id, hash_id(candidate)), record, now=now):
                 break
@@ -394,7 +422,11 @@ class SessionManager:
         else:
             raise ConfigError("the id factory keeps returning ids that already exist")
         session._id = candidate
-        if handle.key is not None:
+        session._created, session._expires = created, record.expires
+        if fresh:
+            session._is_new, session._version, session._accessed = True, 0, now
+        if moving:
+            assert handle.key is not None
             # The tombstone also drops this request's lease on the old id.
             handle.store.invalidate(handle.key, now=now)
             handle.lease_token = None
@@ -407,7 +439,7 @@ class SessionManager:
             if session.loaded:
                 self._release(handle)
         finally:
-            session._close()
+            session._close(committed=False)
 
     def _release(self, handle: _Handle) -> None:
         if handle.lease_token is not None and handle.key is not None:

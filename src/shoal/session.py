@@ -9,6 +9,18 @@ of at the end of the request. A value read and then mutated in place
 
 The session holds no I/O: the manager gives it a loader, called on first use,
 which is what makes the middleware lazy.
+
+After its commit the session stays readable until the request ends, as a
+read-only snapshot of what was saved (a session first touched then is loaded
+read-only: no lock, no touch); only writes are refused, with a
+``SessionStateError`` that says where the commit happened. After a rollback
+it reads as it was loaded: the request's changes were dropped.
+
+Keys starting with ``_shoal.`` hold shoal's own values (flashes, once-only
+tokens, the replica's generation). They are not part of the mapping: not
+listed, not counted, ``in`` is False and ``[]`` a ``KeyError``, and writing
+one is a ``ValueError``; ``flash``/``pop_flashes`` and the token methods
+reach them.
 """
 
 from __future__ import annotations
@@ -25,11 +37,12 @@ from .clock import Clock
 from .codec import Codec, decode_field, encode_field, field_expiry
 from .errors import ConfigError, EncodeError, SessionStateError
 
-__all__ = ["FLASH_PREFIX", "Flash", "Session", "TOKEN_PREFIX"]
+__all__ = ["FLASH_PREFIX", "Flash", "RESERVED_PREFIX", "Session", "TOKEN_PREFIX"]
 
 log = logging.getLogger("shoal")
 
 # Keys starting with "_shoal." are reserved for shoal's own values.
+RESERVED_PREFIX: Final = "_shoal."
 FLASH_PREFIX: Final = "_shoal.flash."
 TOKEN_PREFIX: Final = "_shoal.token."
 MAX_TOKENS_PER_NAME: Final = 32
@@ -81,6 +94,14 @@ class Session(MutableMapping[str, Any]):
         self._invalidated = False
         self._rotated = False
         self._closed = False
+        self._committed = False
+        # Where the commit happens and what to do instead, for the message of a
+        # write that comes after it (the middleware and ``open`` say their own).
+        self._end_where = "by manager.commit()"
+        self._end_fix = "write before the commit"
+        # What was loaded, kept before the first change so that a rolled-back
+        # session reads as loaded; None while nothing changed (no copy).
+        self._at_load: tuple[dict[str, bytes], dict[str, float]] | None = None
 
     # -- filled in by the manager ----------------------------------------
 
@@ -139,13 +160,11 @@ class Session(MutableMapping[str, Any]):
         log.warning("session key %r cannot be decoded, skipped: %s", key, exc)
 
     def _ensure(self) -> None:
-        """Load on first use; data access after commit or rollback is an error."""
-        if self._closed:
-            raise SessionStateError("the session was already committed or rolled back")
+        """Load on first use; after the commit the manager loads it read-only."""
         self._meta()
 
     def _meta(self) -> None:
-        """Load on first use; metadata stays readable after the session closed."""
+        """Load on first use; data and metadata stay readable after the session closed."""
         loader, self._loader = self._loader, None
         if loader is not None:
             try:
@@ -155,10 +174,32 @@ class Session(MutableMapping[str, Any]):
                 raise
 
     def _check_writable(self) -> None:
+        """Refuse a write to a closed or read-only session; no I/O, so call it first."""
+        if self._closed:
+            raise self._closed_error("this write was not saved")
         if self._read_only:
             raise SessionStateError(
                 "this session was opened read_only; open it without read_only=True to write"
             )
+
+    def _closed_error(self, consequence: str) -> SessionStateError:
+        if self._committed:
+            return SessionStateError(
+                f"the session was already committed {self._end_where}; "
+                f"{self._end_fix}; {consequence}"
+            )
+        return SessionStateError(
+            f"the session was already rolled back (its changes were dropped); {consequence}"
+        )
+
+    def _set_end(self, where: str, fix: str) -> None:
+        """Name where this session is committed, for the message of a late write."""
+        self._end_where, self._end_fix = where, fix
+
+    def _keep_loaded(self) -> None:
+        """Before the first change: remember what was loaded, for after a rollback."""
+        if self._at_load is None:
+            self._at_load = (dict(self._encoded), dict(self._expiry))
 
     def _expire_key(self, key: str) -> None:
         if key in self._expiry and self._expiry[key] <= self._clock():
@@ -170,6 +211,11 @@ class Session(MutableMapping[str, Any]):
     # -- the mapping -------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
+        if _reserved(key):
+            raise KeyError(key)
+        return self._get(key)
+
+    def _get(self, key: str) -> Any:
         self._ensure()
         self._read.add(key)
         self._expire_key(key)
@@ -181,11 +227,17 @@ class Session(MutableMapping[str, Any]):
         self.set(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self._ensure()
+        if _reserved(key):
+            raise KeyError(key)
+        self._del(key)
+
+    def _del(self, key: str) -> None:
         self._check_writable()
+        self._ensure()
         self._expire_key(key)
         if not self._decoded(key):
             raise KeyError(key)
+        self._keep_loaded()
         del self._values[key]
         del self._encoded[key]
         self._expiry.pop(key, None)
@@ -196,15 +248,14 @@ class Session(MutableMapping[str, Any]):
         self._ensure()
         for key in list(self._expiry):
             self._expire_key(key)
-        for key in list(self._encoded):
-            self._decoded(key)  # an undecodable key is not listed
-        return iter(list(self._encoded))
+        # An undecodable key is not listed; shoal's own keys are not the user's.
+        return iter([k for k in list(self._encoded) if not _reserved(k) and self._decoded(k)])
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
+        if not isinstance(key, str) or _reserved(key):
             return False
         self._ensure()
         self._read.add(key)
@@ -212,14 +263,19 @@ class Session(MutableMapping[str, Any]):
         return self._decoded(key)
 
     def __repr__(self) -> str:
-        state = "unloaded" if self._loader is not None else f"{len(self._encoded)} keys"
+        if self._loader is not None:
+            state = "unloaded"
+        else:
+            state = f"{sum(1 for k in self._encoded if not _reserved(k))} keys"
         return f"<Session {state}{' read-only' if self._read_only else ''}>"
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``; with ``ttl``, the key alone expires after it.
 
         Raises ``EncodeError`` (a ``TypeError``) naming ``key`` when the value
-        cannot be encoded; the session is then unchanged.
+        cannot be encoded; the session is then unchanged. Subclasses of str,
+        int, float, dict and list are stored (and come back) as their base
+        type. Keys starting with ``_shoal.`` are reserved (``ValueError``).
         """
         if not isinstance(key, str):
             raise TypeError(f"session keys are str, not {type(key).__name__}")
@@ -228,10 +284,19 @@ class Session(MutableMapping[str, Any]):
         except UnicodeEncodeError:
             # Every store keeps keys as UTF-8; refuse here, not with a 500 at save.
             raise EncodeError(key, "the key is not valid UTF-8 text") from None
-        self._ensure()
+        if _reserved(key):
+            raise ValueError(
+                f"session key {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved "
+                "for shoal's own values (flashes, tokens); choose another name"
+            )
+        self._set(key, value, ttl)
+
+    def _set(self, key: str, value: Any, ttl: float | None = None) -> None:
         self._check_writable()
+        self._ensure()
         expires = None if ttl is None else self._clock() + ttl
         data = encode_field(self._codec, key, value, expires)
+        self._keep_loaded()
         self._values[key] = value
         self._encoded[key] = data
         if expires is None:
@@ -249,18 +314,28 @@ class Session(MutableMapping[str, Any]):
         The old id stops working at commit, so an id fixed by an attacker
         before login is useless after it.
         """
-        self._ensure()
         self._check_writable()
+        self._ensure()
         self._rotated = True
 
     def invalidate(self) -> None:
-        """End the session (logout): its data is dropped and its id refused."""
-        self._ensure()
+        """End the session (logout): its data is dropped and its id refused at commit.
+
+        Later writes in the same request go to a fresh, empty session (as
+        Django's ``flush()``): "log out, then flash 'You have been logged out'"
+        works. The fresh session is stored under a new id at commit only if
+        something was written to it; otherwise the client's cookie is cleared.
+        """
         self._check_writable()
+        self._ensure()
+        self._keep_loaded()
         self._invalidated = True
-        self._values.clear()
-        self._encoded.clear()
-        self._expiry.clear()
+        self._rotated = False
+        for tracked in (
+            self._values, self._encoded, self._expiry, self._versions,
+            self._read, self._written, self._deleted, self._stale,
+        ):
+            tracked.clear()
 
     # -- locking -------------------------------------------------------------
 
@@ -275,7 +350,7 @@ class Session(MutableMapping[str, Any]):
         the load would not protect what was already read.
         """
         if self._closed:
-            raise SessionStateError("the session was already committed or rolled back")
+            raise self._closed_error("a lock now would protect nothing")
         if self._loader is None:
             raise SessionStateError(
                 "session.lock() was called after the session was loaded; call it first, "
@@ -299,7 +374,7 @@ class Session(MutableMapping[str, Any]):
         yet, a new session, or a policy that does not lock).
         """
         if self._closed:
-            raise SessionStateError("the session was already committed or rolled back")
+            raise self._closed_error("there is no lease left to renew")
         if self._on_renew is not None:
             self._on_renew()
 
@@ -309,11 +384,18 @@ class Session(MutableMapping[str, Any]):
         """Queue ``message`` for the next ``pop_flashes`` (this request or a later one).
 
         Each flash is a key of its own, so flashes queued by concurrent
-        requests all survive under the merge policy.
+        requests all survive under the merge policy. ``message`` is stored as
+        any session value (``markupsafe.Markup`` comes back as a plain str);
+        one that cannot be stored raises ``EncodeError``.
         """
         self._flash_seq += 1
         stamp = f"{self._clock():017.6f}.{self._flash_seq:04d}.{secrets.token_hex(3)}"
-        self.set(FLASH_PREFIX + stamp, [category, message])
+        key = FLASH_PREFIX + stamp
+        try:
+            self._set(key, [category, message])
+        except EncodeError as exc:
+            # Name the caller's flash(), not the internal key it was going to.
+            raise EncodeError(key, exc.reason, subject="flash message") from exc.__cause__
 
     def pop_flashes(self, category: str | None = None) -> list[Flash]:
         """The queued flashes (of ``category``, or all), oldest first; read once.
@@ -321,16 +403,25 @@ class Session(MutableMapping[str, Any]):
         They are deleted from the session as they are returned, so the next
         request does not see them again once this one is saved.
         """
-        self._ensure()
         self._check_writable()
+        self._ensure()
         found: list[Flash] = []
-        for key in sorted(k for k in self if k.startswith(FLASH_PREFIX)):
-            value = self[key]
+        for key in self._own_keys(FLASH_PREFIX):
+            value = self._get(key)
             kind, message = value if isinstance(value, list) and len(value) == 2 else ("", value)
             if category is None or kind == category:
                 found.append(Flash(str(kind), message))
-                del self[key]
+                self._del(key)
         return found
+
+    def _own_keys(self, prefix: str) -> list[str]:
+        """The live, decodable keys under one of shoal's prefixes, sorted."""
+        keys = []
+        for key in sorted(k for k in self._encoded if k.startswith(prefix)):
+            self._expire_key(key)
+            if self._decoded(key):
+                keys.append(key)
+        return keys
 
     def issue_token(self, name: str, *, ttl: float | None = None) -> str:
         """A new once-only token for action ``name`` (put it in the form or link).
@@ -349,10 +440,10 @@ class Session(MutableMapping[str, Any]):
                 outstanding.append((float(value.get("at", 0.0)), key))
         outstanding.sort()
         for _, key in outstanding[: max(0, len(outstanding) - MAX_TOKENS_PER_NAME + 1)]:
-            del self[key]
+            self._del(key)
         token = secrets.token_urlsafe(32)
         digest = hashlib.sha256(token.encode("ascii")).hexdigest()
-        self.set(prefix + digest[:32], {"h": digest, "at": self._clock()}, ttl=ttl)
+        self._set(prefix + digest[:32], {"h": digest, "at": self._clock()}, ttl=ttl)
         return token
 
     def consume_token(self, name: str, token: object) -> bool:
@@ -386,8 +477,8 @@ class Session(MutableMapping[str, Any]):
         return consumed
 
     def _check_tokens(self, name: str) -> None:
-        self._ensure()
         self._check_writable()
+        self._ensure()
         if self._consume is None:
             raise ConfigError(
                 "once-only tokens need a session store that decides who consumed them: "
@@ -476,6 +567,7 @@ class Session(MutableMapping[str, Any]):
             if key in self._values:
                 data = encode_field(self._codec, key, self._values[key], self._expiry.get(key))
                 if data != self._encoded[key]:
+                    self._keep_loaded()
                     self._encoded[key] = data
                     self._written.add(key)
 
@@ -487,5 +579,25 @@ class Session(MutableMapping[str, Any]):
             return dict(self._encoded)
         return {key: self._encoded[key] for key in keys if key in self._encoded}
 
-    def _close(self) -> None:
+    def _close(self, *, committed: bool) -> None:
+        """End the request's use: committed (a snapshot of what was saved) or rolled back.
+
+        Idempotent: a rollback after the commit (the middleware cleaning up
+        after an error in the body) leaves the committed snapshot as it is.
+        """
+        if self._closed:
+            return
         self._closed = True
+        self._committed = committed
+        if not committed:
+            # Reads after a rollback see the session as loaded: the changes
+            # were dropped. Rejected: keeping the unsaved values (what Flask's
+            # and Django's objects do), which reads data the store never had.
+            if self._at_load is not None:
+                self._encoded, self._expiry = self._at_load
+            self._values.clear()  # in-place edits too: decode again from the bytes
+        self._at_load = None
+
+
+def _reserved(key: object) -> bool:
+    return isinstance(key, str) and key.startswith(RESERVED_PREFIX)

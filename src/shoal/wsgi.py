@@ -3,12 +3,15 @@
 A request that never touches the session costs no store I/O. The session is
 committed when the application calls ``start_response`` (before any byte of
 the body is sent), so Set-Cookie can still be added; an exception from the
-application rolls it back. A store that cannot be reached, or a lock that
-cannot be had, becomes a short 503 for the client and a log line for the
-operator, never a traceback; a save that lost a race becomes a 409. Any other
-shoal error (a session used after commit, a write to a read-only session, a
-value that cannot be encoded) is a bug in the application: it propagates like
-any exception from the view, and the server answers 500.
+application rolls it back. The session stays readable after that, to the end
+of the request (the body iterable included): reads see what was committed,
+and a session first read then is loaded read-only. A store that cannot be
+reached, or a lock that cannot be had, becomes a short 503 for the client and
+a log line for the operator, never a traceback; a save that lost a race
+becomes a 409. Any other shoal error (a write after the commit, a write to a
+read-only session, a value that cannot be encoded) is a bug in the
+application: it propagates like any exception from the view, and the server
+answers 500.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ class SessionMiddleware:
         held = replica_chunk_names(cookies, cookie_name) if self.manager.replica else []
         wire = join_chunks(cookies, cookie_name) if held else None
         session = self.manager.begin(client_id, replica=wire)
+        session._set_end("when the response started", "set session values before start_response")
         environ[ENVIRON_KEY] = session
         https = environ.get("wsgi.url_scheme") == "https"
         state = _Exchange(self.manager, session, start_response, https, defer_conflict=retry)

@@ -54,7 +54,10 @@ def same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, dt.datetime):
         # Aware datetimes keep their UTC offset; a zone name is not kept (documented).
-        return bool(a == b and a.utcoffset() == b.utcoffset())
+        # Compared as wall time plus offset: across zones, a time in a DST gap
+        # or fold never compares equal (PEP 495), even to itself.
+        naive = a.replace(tzinfo=None) == b.replace(tzinfo=None)
+        return bool(naive and a.utcoffset() == b.utcoffset())
     return bool(a == b)
 
 
@@ -115,3 +118,40 @@ def test_cycles_are_refused_not_crashing() -> None:
 
 def test_equal_sets_encode_equally() -> None:
     assert codec.dumps({3, 1, 2}) == codec.dumps({2, 3, 1})
+
+
+class Label(str):
+    """A str subclass, as ``markupsafe.Markup`` is."""
+
+
+class Count(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Bag(dict):  # type: ignore[type-arg]
+    pass
+
+
+class Items(list):  # type: ignore[type-arg]
+    pass
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(Label("<b>x</b>"), "<b>x</b>", id="str"),
+        pytest.param(Count(7), 7, id="int"),
+        pytest.param(Ratio(0.5), 0.5, id="float"),
+        pytest.param(Bag(a=Label("b")), {"a": "b"}, id="dict"),
+        pytest.param(Items([Count(1)]), [1], id="list"),
+        pytest.param({"k": [Label("v")]}, {"k": ["v"]}, id="nested"),
+    ],
+)
+def test_subclasses_of_json_types_are_stored_as_their_base_type(
+    value: Any, expected: Any
+) -> None:
+    assert same(codec.loads(codec.dumps(value)), expected)
