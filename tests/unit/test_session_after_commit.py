@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from shoal import EncodeError, ManualClock, Policy, SessionManager, SessionStateError
-from shoal.ids import hash_id, is_well_formed
+from shoal.ids import is_well_formed
 from shoal.stores import open_store
-from shoal.stores.base import RecordKey, Store
+from shoal.stores.base import Store
 
 
 class CountingStore:
