@@ -36,7 +36,10 @@ class CookieOptions:
     max_age: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in ' ;,="\t\r\n'):
+        # Types too: a wrong one would otherwise fail at the first request.
+        if not isinstance(self.name, str) or not self.name or any(
+            c in self.name for c in ' ;,="\t\r\n'
+        ):
             raise ConfigError(f"cookie name {self.name!r} is not a valid cookie token")
         if self.samesite not in (None, "Lax", "Strict", "None"):
             raise ConfigError(f"samesite={self.samesite!r}; use 'Lax', 'Strict', 'None' or None")
@@ -44,6 +47,22 @@ class CookieOptions:
             raise ConfigError("samesite='None' requires a Secure cookie: set secure=True or None")
         if self.partitioned and self.secure is False:
             raise ConfigError("partitioned=True requires a Secure cookie: set secure=True or None")
+        if self.domain is not None and not isinstance(self.domain, str):
+            raise ConfigError(f"domain={self.domain!r}: give a str such as '.example.com', or None")
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ConfigError(f"path={self.path!r}: give a str that starts with '/'")
+        if self.secure is not None and not isinstance(self.secure, bool):
+            raise ConfigError(f"secure={self.secure!r}; use True, False or None (follow HTTPS)")
+        for flag in ("httponly", "partitioned"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag}={getattr(self, flag)!r}; use True or False")
+        if self.max_age is not None and (
+            isinstance(self.max_age, bool) or not isinstance(self.max_age, int) or self.max_age < 0
+        ):
+            raise ConfigError(
+                f"max_age={self.max_age!r}: give an int number of seconds >= 0, or None for "
+                "a browser-session cookie"
+            )
 
 
 def set_cookie_header(

@@ -14,12 +14,13 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
+from ._settings import check_manager_settings
 from .clock import Clock, system_clock
 from .codec import Codec, JsonCodec
 from .config import default_store_url
@@ -86,6 +87,10 @@ class SessionManager:
     ``replica=True`` also hands each client a sealed copy of its session
     (``shoal.replica``, needs ``secret_keys``); ``replica="only"`` keeps
     sessions in that copy alone, with no store (stateless cookie sessions).
+
+    ``cookie`` is a ``CookieOptions`` or a dict of its fields. Every argument
+    is checked here (``shoal._settings``): a bad one is a ``ConfigError``
+    naming the fix, never an error at the first request.
     """
 
     def __init__(
@@ -94,12 +99,12 @@ class SessionManager:
         *,
         app_id: str = "default",
         policy: str | Policy = "merge",
-        secret_keys: Sequence[str | Secret] | None = None,
+        secret_keys: Sequence[str | bytes | Secret] | None = None,
         idle_timeout: float = 1800,
         absolute_timeout: float = 7 * 86400,
         touch_interval: float = 60,
         grace: float = 120,
-        cookie: CookieOptions | None = None,
+        cookie: CookieOptions | Mapping[str, Any] | None = None,
         lock_timeout: float = 10.0,
         lock_lease: float = 30.0,
         node_id: str | None = None,
@@ -109,38 +114,21 @@ class SessionManager:
         replica: bool | Literal["only"] = False,
         replica_max_bytes: int = 6144,
     ) -> None:
-        if idle_timeout <= 0 or absolute_timeout <= 0:
-            raise ConfigError("idle_timeout and absolute_timeout must be positive seconds")
-        if touch_interval > idle_timeout / 2:
-            raise ConfigError(
-                f"touch_interval={touch_interval} is more than half of idle_timeout="
-                f"{idle_timeout}: a session could expire between touches; "
-                f"set touch_interval to at most {idle_timeout / 2:g}"
-            )
-        if grace < 0:
-            raise ConfigError("grace must be >= 0 seconds (longer than any request)")
-        if not app_id or ":" in app_id or "{" in app_id or "}" in app_id:
-            raise ConfigError(f"app_id {app_id!r} must be non-empty without ':', '{{' or '}}'")
-        if replica not in (False, True, "only"):
-            raise ConfigError(f"replica={replica!r}; use False, True or 'only'")
-        if replica == "only" and store is not None:
-            raise ConfigError(
-                "replica='only' keeps sessions in the client's cookie and uses no store; "
-                "drop the store argument, or use replica=True to keep both"
-            )
-        if replica and not secret_keys:
-            raise ConfigError(
-                f"replica={replica!r} seals sessions and needs secret_keys=[...] (newest "
-                "first); e.g. secret_keys=shoal.config.secret_keys_from_env() with "
-                "SHOAL_SECRET_KEYS set"
-            )
+        checked = check_manager_settings(
+            store=store, app_id=app_id, secret_keys=secret_keys, idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout, touch_interval=touch_interval, grace=grace,
+            cookie=cookie, lock_timeout=lock_timeout, lock_lease=lock_lease, node_id=node_id,
+            clock=clock, id_factory=id_factory, replica=replica,
+            replica_max_bytes=replica_max_bytes,
+        )  # fmt: skip
+        chosen_policy = parse_policy(policy)
         self.replica = replica
         self._replicator = (
             Replicator(
                 app_id=app_id,
                 secret_keys=secret_keys or (),
-                max_bytes=replica_max_bytes,
-                idle_timeout=float(idle_timeout),
+                max_bytes=checked.replica_max_bytes,
+                idle_timeout=checked.idle_timeout,
             )
             if replica
             else None
@@ -148,19 +136,19 @@ class SessionManager:
         if self._replicator is not None and replica == "only":
             self.store: Store = self._replicator.store_for(None, None)  # holds nothing
         else:
-            self.store = open_store(store or default_store_url()) if (
+            self.store = open_store(default_store_url() if store is None else store) if (
                 store is None or isinstance(store, str)
             ) else store
         self.app_id = app_id
-        self.policy = parse_policy(policy)
+        self.policy = chosen_policy
         self._secret_keys = tuple(secret_keys or ())
-        self.idle_timeout = float(idle_timeout)
-        self.absolute_timeout = float(absolute_timeout)
-        self.touch_interval = float(touch_interval)
-        self.grace = float(grace)
-        self.cookie = cookie or CookieOptions()
-        self.lock_timeout = float(lock_timeout)
-        self.lock_lease = float(lock_lease)
+        self.idle_timeout = checked.idle_timeout
+        self.absolute_timeout = checked.absolute_timeout
+        self.touch_interval = checked.touch_interval
+        self.grace = checked.grace
+        self.cookie = checked.cookie
+        self.lock_timeout = checked.lock_timeout
+        self.lock_lease = checked.lock_lease
         self.node_id = node_id or socket.gethostname()
         self.codec: Codec = codec or JsonCodec()
         self.clock: Clock = clock or system_clock

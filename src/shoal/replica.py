@@ -208,7 +208,7 @@ class Replicator:
         self,
         *,
         app_id: str,
-        secret_keys: Sequence[str | Secret],
+        secret_keys: Sequence[str | bytes | Secret],
         max_bytes: int,
         idle_timeout: float,
     ) -> None:

@@ -35,7 +35,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -45,7 +45,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import ConfigError
 
-__all__ = ["MIN_SECRET_LENGTH", "Sealer", "Secret"]
+__all__ = [
+    "MIN_DISTINCT", "MIN_SECRET_LENGTH", "Sealer", "Secret", "check_secret", "check_secret_keys",
+]
 
 FORMAT: Final = 1
 _FLAG_DEFLATE: Final = 0x01
@@ -53,17 +55,19 @@ _HEADER: Final = struct.Struct(">BB4s12s")
 _TAG_BYTES: Final = 16
 MIN_SECRET_LENGTH: Final = 32
 """Shortest secret accepted: HKDF does not stretch a weak password."""
+MIN_DISTINCT: Final = 8
+"""Fewest distinct characters (bytes) in a secret: ``"x" * 40`` is no key."""
 
 
 class Secret:
-    """A secret string that never shows itself in ``repr``, ``str`` or logs."""
+    """A secret (text or bytes) that never shows itself in ``repr``, ``str`` or logs."""
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str | Secret) -> None:
+    def __init__(self, value: str | bytes | Secret) -> None:
         self._value = value.reveal() if isinstance(value, Secret) else value
 
-    def reveal(self) -> str:
+    def reveal(self) -> str | bytes:
         """The secret itself; call only where a key is derived."""
         return self._value
 
@@ -76,9 +80,68 @@ class Secret:
         return len(self._value)
 
 
+_MAKE_ONE: Final = (
+    'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+)
+
+
+def check_secret(key: object, position: int) -> Secret:
+    """``key`` as a ``Secret``, or a ``ConfigError`` that names its position, never its value.
+
+    A key is a ``str`` of at least ``MIN_SECRET_LENGTH`` characters or ``bytes``
+    of at least as many bytes (``os.urandom(32)``), not whitespace only, with
+    at least ``MIN_DISTINCT`` distinct characters (bytes): HKDF stretches no
+    weak secret, and ``"x" * 40`` is one guess. Rejected: an entropy estimate,
+    which a pattern such as ``"abcd" * 8`` passes; the rule only catches the
+    obvious, and the fix is always a generated key.
+    """
+    value = key.reveal() if isinstance(key, Secret) else key
+    what = f"secret key #{position}"
+    if not isinstance(value, str | bytes):
+        name = type(value).__name__
+        kind = "None" if value is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+        raise ConfigError(f"{what} is {kind}; each key is a str or bytes; {_MAKE_ONE}")
+    unit = "characters" if isinstance(value, str) else "bytes"
+    if not value:
+        raise ConfigError(f"{what} is empty; {_MAKE_ONE}")
+    if not value.strip():
+        raise ConfigError(f"{what} is whitespace only; {_MAKE_ONE}")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{what} is {len(value)} {unit}; use at least {MIN_SECRET_LENGTH}; {_MAKE_ONE}"
+        )
+    distinct = len(set(value))
+    if distinct < MIN_DISTINCT:
+        single = "character" if isinstance(value, str) else "byte"
+        raise ConfigError(
+            f"{what} has {distinct} distinct {single if distinct == 1 else unit} in "
+            f"{len(value)}, so it is no random key; {_MAKE_ONE}"
+        )
+    return key if isinstance(key, Secret) else Secret(value)
+
+
+def check_secret_keys(secret_keys: object) -> list[Secret]:
+    """Every key of ``secret_keys`` checked (``check_secret``), newest first."""
+    if isinstance(secret_keys, str | bytes | Secret):
+        raise ConfigError("secret_keys is a list of keys, newest first: write secret_keys=[key]")
+    if not isinstance(secret_keys, Iterable):
+        raise ConfigError(
+            f"secret_keys is a {type(secret_keys).__name__}; pass a list of keys, newest first"
+        )
+    secrets = [check_secret(key, n) for n, key in enumerate(secret_keys, start=1)]
+    if not secrets:
+        raise ConfigError(
+            "secret_keys is empty: pass at least one key (newest first), "
+            "e.g. from SHOAL_SECRET_KEYS"
+        )
+    return secrets
+
+
 def _derive(secret: Secret, purpose: bytes) -> bytes:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose)
-    return hkdf.derive(secret.reveal().encode("utf-8"))
+    value = secret.reveal()
+    # A str key is its UTF-8 bytes, so the same key as str or bytes is one key.
+    return hkdf.derive(value.encode("utf-8") if isinstance(value, str) else value)
 
 
 def _b64encode(raw: bytes) -> str:
@@ -100,28 +163,12 @@ class Sealer:
 
     def __init__(
         self,
-        secret_keys: Sequence[str | Secret],
+        secret_keys: Sequence[str | bytes | Secret],
         *,
         purpose: str = "shoal replica",
         max_plain: int = 1 << 20,
     ) -> None:
-        if isinstance(secret_keys, str | Secret):
-            raise ConfigError(
-                "secret_keys is a list of keys, newest first: write secret_keys=[key]"
-            )
-        secrets = [Secret(key) for key in secret_keys]
-        if not secrets:
-            raise ConfigError(
-                "secret_keys is empty: pass at least one key (newest first), "
-                "e.g. from SHOAL_SECRET_KEYS"
-            )
-        for position, secret in enumerate(secrets, start=1):
-            if not isinstance(secret.reveal(), str) or len(secret) < MIN_SECRET_LENGTH:
-                raise ConfigError(
-                    f"secret key #{position} is shorter than {MIN_SECRET_LENGTH} characters; "
-                    "generate one with: python -c "
-                    "'import secrets; print(secrets.token_urlsafe(32))'"
-                )
+        secrets = check_secret_keys(secret_keys)
         self.max_plain = max_plain
         label = purpose.encode("utf-8")
         self._keys: dict[bytes, list[AESGCM]] = {}

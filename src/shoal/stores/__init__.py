@@ -11,7 +11,7 @@ import importlib
 from typing import Final
 
 from ..errors import ConfigError
-from ._url import mask_url, url_scheme
+from ._url import mask_url, split_url, url_scheme
 from .base import Store
 
 __all__ = ["NETWORK_MODULES", "SCHEMES", "Store", "open_store"]
@@ -49,6 +49,7 @@ def open_store(url: str) -> Store:
     if entry is None:
         valid = ", ".join(f"{s}://" for s in sorted(SCHEMES))
         raise ConfigError(f"unknown session store URL {mask_url(url)!r}; valid schemes: {valid}")
+    split_url(url)  # a URL urlsplit cannot parse is a ConfigError, before anything reads it
     module_name, class_name, extra = entry
     try:
         module = importlib.import_module(module_name)

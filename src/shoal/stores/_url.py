@@ -6,23 +6,106 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigError
 
 __all__ = [
-    "boolean", "mask_url", "query_options", "seconds", "table_name", "url_path", "url_scheme",
+    "boolean", "host_ports", "mask_url", "query_options", "seconds", "split_url", "table_name",
+    "url_path", "url_scheme",
 ]
 
 
+# Query parameters whose value is a secret (libpq's password and sslpassword,
+# a token...): masked like the password of the netloc.
+_SECRET_PARAMETER = re.compile(r"pass|secret|token", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL with its passwords replaced by ``***``, safe for logs and errors.
+
+    Both the netloc's ``user:password@`` and query parameters such as
+    ``?password=`` are masked. Written without ``urlsplit``, which raises on
+    a malformed URL (an unclosed ``[``): the error about such a URL must
+    still be able to show it, masked. The rest is kept as written.
+    """
+    head, sep, query = url.partition("?")
+    start = head.find("//")
+    if start >= 0:
+        start += 2
+        end = min((i for i in (head.find("/", start), head.find("#", start)) if i >= 0),
+                  default=len(head))  # fmt: skip
+        userinfo, at, host = head[start:end].rpartition("@")
+        if at and ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            head = f"{head[:start]}{user}:***@{host}{head[end:]}"
+    if sep:
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, _value = pair.partition("=")
+            pairs.append(f"{name}=***" if eq and _SECRET_PARAMETER.search(unquote(name)) else pair)
+        query = "&".join(pairs)
+    return head + sep + query
+
+
+def split_url(url: str) -> SplitResult:
+    """``urlsplit(url)``; a URL it cannot parse is a ``ConfigError`` (masked)."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        reason = str(exc)
+        if "IPv6" in reason:
+            reason = (
+                "invalid IPv6 host (a '[' without its ']'); write an IPv6 address in brackets, "
+                "e.g. [::1]:6379"
+            )
+        raise ConfigError(f"{mask_url(url)} is not a valid URL: {reason}") from None
+
+
+def host_ports(
+    url: str, netloc: str, *, default_port: int, allow_empty_host: bool = True
+) -> list[tuple[str, int]]:
+    """The ``host[:port][,host[:port]...]`` of ``netloc``, each port checked.
+
+    IPv6 hosts are bracketed (``[::1]:6379``). A port that is not a number
+    from 1 to 65535 is a ``ConfigError``: nothing could ever connect to it.
+    An empty host is ``""`` (the client's default) unless refused.
+    """
+    masked = mask_url(url)
+    hosts = []
+    for item in netloc.rpartition("@")[2].split(","):
+        item = item.strip()
+        if item.startswith("["):
+            host, bracket, rest = item[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ConfigError(
+                    f"{masked}: expected [IPv6 address]:port, got {item!r}; "
+                    "e.g. [::1]:6379"
+                )
+            port_text = rest[1:]
+        elif item.count(":") > 1:
+            raise ConfigError(
+                f"{masked}: {item!r} looks like an IPv6 address; write it in brackets, "
+                "e.g. [::1]:6379"
+            )
+        else:
+            host, _, port_text = item.partition(":")
+        host = unquote(host)
+        if not host and not allow_empty_host:
+            raise ConfigError(f"{masked}: expected host:port[,host:port...], got {item!r}")
+        if not port_text:
+            hosts.append((host, default_port))
+            continue
+        if not re.fullmatch(r"[0-9]+", port_text):
+            raise ConfigError(
+                f"{masked}: port {port_text!r} is not a number; write host:port with a "
+                "port from 1 to 65535"
+            )
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"{masked}: port {port} is out of range; use 1 to 65535")
+        hosts.append((host, port))
+    return hosts
 
 
 def query_options(url: str, table: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
@@ -38,7 +121,8 @@ def query_options(url: str, table: Mapping[str, Callable[[str], Any]]) -> dict[s
         try:
             options[name] = cast(raw)
         except ValueError as exc:
-            raise ConfigError(f"store URL parameter {name}={raw!r}: {exc}") from exc
+            shown = "***" if _SECRET_PARAMETER.search(name) else repr(raw)
+            raise ConfigError(f"store URL parameter {name}={shown}: {exc}") from exc
     return options
 
 
@@ -49,13 +133,15 @@ def url_scheme(url: str) -> str:
 
 def url_path(url: str) -> str:
     """The filesystem path of a ``scheme:///abs``, ``scheme:rel`` or ``scheme:////abs`` URL."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     if parts.netloc not in ("", "localhost"):
         raise ConfigError(
             f"{mask_url(url)}: a file path URL has no host; write {parts.scheme}:///absolute/path "
             f"or {parts.scheme}:relative/path"
         )
-    path = parts.path
+    # Percent-decoded, as every URL path: "my%20dir" is "my dir", not a
+    # directory named "my%20dir" (and "%3F" writes a "?").
+    path = unquote(parts.path)
     if path.startswith("//"):
         path = path[1:]  # SQLAlchemy's four-slash absolute form
     if not path:
@@ -73,13 +159,17 @@ def boolean(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def seconds(*, below: float = math.inf) -> Callable[[str], float]:
-    """A cast to a number of seconds that is positive, finite and under ``below``."""
+def seconds(*, below: float = math.inf, allow_zero: bool = False) -> Callable[[str], float]:
+    """A cast to a number of seconds that is positive (or zero), finite and under ``below``."""
 
     def cast(raw: str) -> float:
         value = float(raw)
+        if allow_zero and value == 0:
+            return value
         if not 0 < value < below:
-            raise ValueError("expected a positive number of seconds")
+            kind = "finite number of seconds >= 0" if allow_zero else "positive number of seconds"
+            under = f" under {below:.15g}" if below < math.inf else ""
+            raise ValueError(f"expected a {kind}{under}")
         return value
 
     return cast

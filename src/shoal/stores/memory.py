@@ -11,8 +11,10 @@ import threading
 from collections.abc import Iterator
 from typing import TypeVar
 
+from ..errors import ConfigError
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, is_purgeable
+from ._url import mask_url, query_options, split_url
 from .base import RecordInfo, RecordKey
 
 __all__ = ["MemoryStore"]
@@ -30,6 +32,14 @@ class MemoryStore(LocalStore):
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
+        """``memory://``: no host, no path, no parameters (a store of its own per call)."""
+        query_options(url, {})  # any parameter is unknown
+        parts = split_url(url)
+        if parts.netloc or parts.path or parts.fragment:
+            raise ConfigError(
+                f"{mask_url(url)}: the memory store has no host, path or name; write memory:// "
+                "(each store made is a new, empty one)"
+            )
         return cls(url)
 
     def _step(self, key: RecordKey, step: Step[T], *, notify: bool = False) -> T:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import pymysql  # type: ignore[import-untyped,unused-ignore]
 from pymysql.constants import CLIENT  # type: ignore[import-untyped,unused-ignore]
@@ -38,7 +38,7 @@ from ..errors import ConfigError, StoreUnavailable
 from . import _sql
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
-from ._url import mask_url, query_options, seconds, table_name
+from ._url import host_ports, mask_url, query_options, seconds, split_url, table_name
 from .base import LoadResult, LoadStatus, LockRequest, NewRecord, RecordInfo, RecordKey, Touch
 
 __all__ = ["MySQLStore"]
@@ -183,7 +183,7 @@ class MySQLStore(LocalStore):
     @classmethod
     def from_url(cls, url: str) -> MySQLStore:
         """``mysql://user:password@host:3306/dbname?table=...&read_timeout=...``."""
-        parts = urlsplit(url)
+        parts = split_url(url)
         if parts.scheme.lower() not in ("mysql", "mariadb"):
             raise ConfigError(f"{mask_url(url)} is not a mysql:// URL")
         options = query_options(url, _OPTIONS)
@@ -192,12 +192,12 @@ class MySQLStore(LocalStore):
             for name in ("ssl_ca", "ssl_cert", "ssl_key")
             if name in options
         }
-        try:
-            port = parts.port or 3306
-        except ValueError as exc:
-            raise ConfigError(f"{mask_url(url)}: {exc}") from None
+        hosts = host_ports(url, parts.netloc, default_port=3306)
+        if len(hosts) != 1:
+            raise ConfigError(f"{mask_url(url)}: a mysql:// URL names one host[:port]")
+        host, port = hosts[0]
         return cls(
-            host=unquote(parts.hostname or "127.0.0.1"),
+            host=host or "127.0.0.1",
             port=port,
             user=unquote(parts.username or "root"),
             password=unquote(parts.password or ""),

@@ -49,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import orjson
 import psycopg
@@ -59,7 +59,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import ConfigError, StoreUnavailable
 from . import _sql
 from ._state import StoredRecord, load_step
-from ._url import boolean, mask_url, query_options, seconds, table_name
+from ._url import (
+    boolean, host_ports, mask_url, query_options, seconds, split_url, table_name,
+)
 from .base import (
     ApplyResult,
     ApplyStatus,
@@ -392,9 +394,10 @@ class PostgresStore:
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
         """``postgresql://user:password@host:port/db?table=...&max_size=...``."""
-        parts = urlsplit(url)
+        parts = split_url(url)
         if parts.scheme.lower() not in ("postgresql", "postgres"):
             raise ConfigError(f"{mask_url(url)} is not a postgresql:// URL")
+        host_ports(url, parts.netloc, default_port=5432)  # libpq's host[:port][,...]
         options = query_options(url, _OPTIONS)
         libpq = {name: options.pop(name) for name in _LIBPQ_OPTIONS if name in options}
         conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))

@@ -24,12 +24,13 @@ the socket timeouts it was configured with.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -43,7 +44,7 @@ from redis.sentinel import Sentinel
 
 from ..errors import ConfigError, StoreUnavailable
 from . import _lua
-from ._url import boolean, mask_url, query_options
+from ._url import boolean, host_ports, mask_url, query_options, split_url, url_scheme
 from .base import (
     ApplyResult,
     ApplyStatus,
@@ -70,7 +71,7 @@ _ERRORS = (RedisError, RedisClusterException)
 
 def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
     def check(raw: str) -> T:
-        value = cast(raw)
+        value = _finite(cast(raw))
         if not value > 0:  # type: ignore[operator]
             raise ValueError("must be > 0")
         return value
@@ -80,12 +81,19 @@ def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
 
 def _non_negative(cast: Callable[[str], T]) -> Callable[[str], T]:
     def check(raw: str) -> T:
-        value = cast(raw)
+        value = _finite(cast(raw))
         if value < 0:  # type: ignore[operator]
             raise ValueError("must be >= 0")
         return value
 
     return check
+
+
+def _finite(value: T) -> T:
+    # float() reads "nan" and "inf": no timeout, grace or TTL can be either.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
 
 
 def _prefix(raw: str) -> str:
@@ -590,17 +598,40 @@ def _next_message(pubsub: PubSub, kinds: Sequence[str], deadline: float) -> bool
 
 
 def _hosts(url: str, netloc: str) -> list[tuple[str, int]]:
-    """``host:port,host:port`` of a Sentinel or Cluster URL."""
-    hosts = []
-    for item in netloc.rpartition("@")[2].split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if not sep:
-            host, port = port, "26379" if url.startswith("redis+sentinel") else "6379"
-        host = host.strip("[]")
-        if not host or not port.isdigit():
-            raise ConfigError(f"{mask_url(url)}: expected host:port[,host:port...], got {item!r}")
-        hosts.append((host, int(port)))
-    return hosts
+    """``host:port,host:port`` of a Sentinel or Cluster URL, each port checked."""
+    default = 26379 if url_scheme(url).endswith("+sentinel") else 6379
+    return host_ports(url, netloc, default_port=default, allow_empty_host=False)
+
+
+def _check_standalone(url: str, scheme: str, parts: SplitResult) -> None:
+    """Refuse a redis://, rediss:// or unix:// URL that could never connect.
+
+    redis-py reads a path that is not a number as database 0, and fails on a
+    bad port only at the first command; both are errors here.
+    """
+    masked = mask_url(url)
+    if scheme == "unix":
+        if parts.netloc.rpartition("@")[2]:
+            raise ConfigError(
+                f"{masked}: a unix:// URL has no host; write unix:///path/to/redis.sock[?db=N]"
+            )
+        if not parts.path.strip("/"):
+            raise ConfigError(
+                f"{masked}: name the socket path: unix:///path/to/redis.sock[?db=N]"
+            )
+        return
+    if "," in parts.netloc:
+        raise ConfigError(
+            f"{masked}: {scheme}:// takes one host; for several use redis+sentinel:// "
+            "or redis+cluster://"
+        )
+    host_ports(url, parts.netloc, default_port=6379)
+    db = unquote(parts.path).strip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ConfigError(
+            f"{masked}: the path is the database number, as in {scheme}://host:6379/0; "
+            f"got {db!r}"
+        )
 
 
 def _credentials(url: str) -> dict[str, Any]:
@@ -638,13 +669,14 @@ def _connection_kwargs(options: dict[str, Any], *, tls: bool) -> dict[str, Any]:
 def _connect(url: str, options: dict[str, Any]) -> _Topology:
     """How to make the redis-py client for ``url``; nothing connects before first use."""
     scheme = url.split(":", 1)[0].lower()
-    parts = urlsplit(url)
+    parts = split_url(url)
     pool_timeout = options.pop("pool_timeout", 2.0)
     max_connections = options.pop("max_connections", 64)
     db = options.pop("db", None)
     kwargs = _connection_kwargs(options, tls=scheme.startswith("rediss"))
     no_retry = Retry(NoBackoff(), 0)
     if scheme in ("redis", "rediss", "unix"):
+        _check_standalone(url, scheme, parts)
         if db is not None:
             if scheme != "unix" and parts.path.strip("/"):
                 raise ConfigError(f"{mask_url(url)}: give the db in the path or db=, not both")

@@ -27,19 +27,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import unquote
 
-from ..errors import StoreUnavailable
+from ..errors import ConfigError, StoreUnavailable
 from . import _sql
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
-from ._url import query_options, url_path
+from ._url import mask_url, query_options, seconds, split_url, url_path
 from .base import LoadResult, LockRequest, NewRecord, RecordInfo, RecordKey, Touch
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-_OPTIONS: dict[str, Callable[[str], Any]] = {"busy_timeout": float}
+_OPTIONS: dict[str, Callable[[str], Any]] = {"busy_timeout": seconds(allow_zero=True)}
 
 
 # Rows of one thread remembered for the compare-and-set (see _Seen): enough
@@ -87,10 +88,50 @@ def _row_to_record(row: sqlite3.Row | tuple[Any, ...] | None) -> StoredRecord | 
     )
 
 
+def _database_path(url: str) -> str:
+    """The database file of a ``sqlite:`` URL, refusing the two classic traps.
+
+    ``sqlite:///name.db`` is the absolute ``/name.db`` here (paths read as in
+    ``file:///``), but SQLAlchemy and Flask-Session users read three slashes
+    as relative: run as root, it made ``/name.db``. So a database directly in
+    the filesystem root is refused, with both spellings in the message; a
+    file in ``/`` was never a sensible place for one. And ``:memory:`` is a
+    database per SQLite connection, while this store opens one per thread
+    and process: sessions would vanish between requests.
+    """
+    parts = split_url(url)
+    if ":memory:" in (parts.netloc, os.path.basename(unquote(parts.path))):
+        raise ConfigError(
+            f"{mask_url(url)}: SQLite's :memory: is a separate database per connection, and "
+            "this store opens one connection per thread and process, so sessions would "
+            "vanish; use memory:// for sessions in one process, or a file: "
+            "sqlite:///var/lib/app/sessions.db"
+        )
+    path = url_path(url)
+    absolute = os.path.abspath(path)
+    if os.path.dirname(absolute) == "/" and not os.path.isdir(absolute):
+        name = os.path.basename(absolute)
+        cwd = "" if os.path.isabs(path) else " (a relative path, and the working directory is /)"
+        raise ConfigError(
+            f"{mask_url(url)}: the database file would be {absolute}, directly in the "
+            f"filesystem root{cwd}. sqlite:/// is followed by an absolute path, as in "
+            f"sqlite:///var/lib/app/{name}; for a path relative to the working directory "
+            f"write sqlite:{name} (no slashes)"
+        )
+    return path
+
+
 class SQLiteStore(LocalStore):
     """One SQLite database file, one connection per thread and process."""
 
     def __init__(self, path: str, *, busy_timeout: float = 10.0, url: str | None = None) -> None:
+        if os.path.isdir(path):
+            # Else every operation fails ("unable to open database file"): a 503 per request.
+            inside = os.path.join(os.path.abspath(path), "sessions.db")
+            raise ConfigError(
+                f"{url or path}: {os.path.abspath(path)} is a directory; name the database "
+                f"file inside it, e.g. sqlite://{inside}"
+            )
         self.path = path
         self.url = url or f"sqlite://{os.path.abspath(path)}"
         self.busy_timeout = busy_timeout
@@ -98,7 +139,8 @@ class SQLiteStore(LocalStore):
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        return cls(url_path(url), url=url, **query_options(url, _OPTIONS))
+        options = query_options(url, _OPTIONS)
+        return cls(_database_path(url), url=url, **options)
 
     def migrate(self) -> None:
         """Create the database file, its table and index now (any connection does)."""
