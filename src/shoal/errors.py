@@ -54,8 +54,13 @@ class EncodeError(ShoalError, TypeError):
 class StoreUnavailable(ShoalError):
     """The session store could not be reached or failed; the cause is chained.
 
-    ``store`` is the masked store URL (no password).
+    ``store`` is the masked store URL (no password). ``reported`` is True
+    when the outage it belongs to was already logged (by the circuit breaker
+    of the store, which logs an outage once, not per request), so a
+    middleware need not log it again.
     """
+
+    reported: bool = False
 
     def __init__(self, store: str, detail: str = "") -> None:
         msg = f"session store {store} is unavailable"

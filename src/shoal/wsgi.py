@@ -263,13 +263,31 @@ class _Exchange:
             log.warning("session rollback failed too: %s", cleanup)
 
     def abort(self, exc: StoreUnavailable | LockTimeout | ConflictError | LockLost) -> None:
-        """Answer with the error's status instead of the application's response."""
-        level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.INFO
-        log.log(level, "session error, answering with an error: %s", exc, exc_info=level > 20)
+        """Answer with the error's status instead of the application's response.
+
+        Logged in one line, never with a traceback (the message carries the
+        driver's error). A ``StoreUnavailable`` that is ``reported`` belongs
+        to an outage the store's circuit breaker has logged (opened, a
+        summary every 30 s, closed): it goes to DEBUG, so an outage writes a
+        handful of records, not one per request. Rejected: a WARNING with the
+        chained traceback per request, which buried an outage of seconds
+        under a thousand traceback lines.
+        """
+        if isinstance(exc, StoreUnavailable):
+            level = logging.DEBUG if exc.reported else logging.WARNING
+        else:
+            level = logging.INFO
+        log.log(level, "session error, answering with an error: %s", exc)
         try:
             self.rollback()
         except ShoalError as cleanup:
-            log.warning("session rollback failed too: %s", cleanup)
+            # Releasing the lease of a store that just failed fails too: the
+            # same outage, already said.
+            said = isinstance(cleanup, StoreUnavailable) and (
+                cleanup.reported or isinstance(exc, StoreUnavailable)
+            )
+            level = logging.DEBUG if said else logging.WARNING
+            log.log(level, "session rollback failed too: %s", cleanup)
         status, headers, body = error_response(exc)
         self.error_body = body
         headers = [("Content-Type", "text/plain; charset=utf-8"), *headers]

@@ -30,16 +30,19 @@ from tests.servers.availability import skip_or_fail
 
 __all__ = [
     "CLIENTS",
+    "FAST",
     "HTTP_TIMEOUT",
     "Outcome",
     "Stream",
     "counter_app",
+    "outage_with_the_defaults",
     "private_server",
     "serve",
 ]
 
 HTTP_TIMEOUT = 60.0  # a request still running after this is a hang
 CLIENTS = 4
+FAST = 0.5  # a 503 answered within this did not wait for the store
 
 S = TypeVar("S", bound=ServerProcess)
 
@@ -59,17 +62,20 @@ class Outcome:
     status: str  # "200", "503", ... or "client error ..."
     count: int | None  # the counter a 200 answered
     cookie: str  # the session cookie the client held afterwards
+    started: float = 0.0  # time.monotonic() when it was sent
+    elapsed: float = 0.0  # seconds from sending the request to reading its answer
 
 
 @dataclass
 class Stream:
-    """CLIENTS threads sending requests until stopped, each recording its outcomes.
+    """``clients`` threads sending requests until stopped, each recording its outcomes.
 
     ``patience`` bounds every wait for the stream to reach a state.
     """
 
     port: int
     patience: float = 90.0
+    clients: int = CLIENTS
     phase: str = "up"
     outcomes: dict[int, list[Outcome]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -77,7 +83,7 @@ class Stream:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        for client in range(CLIENTS):
+        for client in range(self.clients):
             self.outcomes[client] = []
             thread = threading.Thread(target=self._client, args=(client,), daemon=True)
             thread.start()
@@ -90,6 +96,7 @@ class Stream:
                 return
             phase = self.phase
             count = None
+            sent = time.monotonic()
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
                 conn.request("GET", "/incr", headers={"Cookie": cookie} if cookie else {})
@@ -104,8 +111,11 @@ class Stream:
                         cookie = header.split(";", 1)[0]
             except Exception as exc:  # a hang or a dead worker: the test fails on it
                 status = f"client error {type(exc).__name__}: {exc}"
+            elapsed = time.monotonic() - sent
             with self.lock:
-                self.outcomes[client].append(Outcome(phase, self.phase, status, count, cookie))
+                self.outcomes[client].append(
+                    Outcome(phase, self.phase, status, count, cookie, sent, elapsed)
+                )
             if status != "200":
                 time.sleep(0.05)  # a 503 may come back at once: don't spin
 
@@ -120,7 +130,7 @@ class Stream:
                 for o in outcomes
             )
 
-    def clients(self, phase: str, status: str) -> int:
+    def clients_with(self, phase: str, status: str) -> int:
         """Clients that had at least one ``status`` in ``phase``."""
         with self.lock:
             return sum(
@@ -136,6 +146,26 @@ class Stream:
                 for outcomes in self.outcomes.values()
                 for o in outcomes
             )
+
+    def latencies(self, phase: str, status: str | None = None) -> list[float]:
+        """How long each request that started in ``phase`` (with ``status``) took, sorted."""
+        with self.lock:
+            return sorted(
+                o.elapsed
+                for outcomes in self.outcomes.values()
+                for o in outcomes
+                if o.phase == phase and (status is None or o.status == status)
+            )
+
+    def overlapping(self, start: float, end: float) -> list[Outcome]:
+        """Requests that were running at some moment between ``start`` and ``end``."""
+        with self.lock:
+            return [
+                o
+                for outcomes in self.outcomes.values()
+                for o in outcomes
+                if o.started <= end and o.started + o.elapsed >= start
+            ]
 
     def summary(self) -> dict[tuple[str, str], int]:
         """How many requests of each (phase, status)."""
@@ -158,7 +188,7 @@ class Stream:
 
     def wait_for_every_client(self, phase: str, status: str, what: str) -> None:
         """Until every client had a ``status`` in ``phase``."""
-        self.wait_for(lambda: self.clients(phase, status) == CLIENTS, what)
+        self.wait_for(lambda: self.clients_with(phase, status) == self.clients, what)
 
     def finish(self) -> None:
         self.stop.set()
@@ -178,7 +208,9 @@ class Stream:
 
 
 @contextlib.contextmanager
-def serve(manager: SessionManager, *, patience: float = 90.0) -> Iterator[Stream]:
+def serve(
+    manager: SessionManager, *, patience: float = 90.0, clients: int = CLIENTS
+) -> Iterator[Stream]:
     """The middleware on a real threaded HTTP server, and a running request stream.
 
     On exit the stream is finished, the server shut down and ``manager`` closed.
@@ -186,7 +218,7 @@ def serve(manager: SessionManager, *, patience: float = 90.0) -> Iterator[Stream
     server = make_server("127.0.0.1", 0, SessionMiddleware(counter_app, manager), threaded=True)
     serving = threading.Thread(target=server.serve_forever, daemon=True)
     serving.start()
-    stream = Stream(server.server_port, patience=patience)
+    stream = Stream(server.server_port, patience=patience, clients=clients)
     try:
         stream.start()
         yield stream
@@ -209,3 +241,79 @@ def private_server(unavailable: Callable[[], str | None], make: Callable[[], S])
         skip_or_fail(reason)
     with make() as server:
         yield server
+
+
+def outage_with_the_defaults(
+    stream: Stream,
+    caplog: Any,
+    *,
+    fault: Callable[[], None],
+    heal: Callable[[], None],
+) -> dict[str, Any]:
+    """Break the store under ``stream``, hold the outage, heal it; check the breaker did its job.
+
+    The store runs with its default timeouts and breaker. Once the fault is
+    in, the requests must soon be answered 503 fast (the breaker opened),
+    the outage is then held for one more cooldown (a probe meets the broken
+    store and the breaker opens again), and after ``heal`` the stream must
+    get 200s again without a restart. Checked at the end: only 200/503; the
+    requests that waited (took longer than ``FAST``) are at most the ones in
+    flight when the fault hit plus one probe per cooldown; the shoal loggers
+    wrote a bounded number of records with at most one traceback, and the
+    PostgreSQL pool's logger nothing at WARNING. Returns the numbers, for
+    the test to print.
+    """
+    import logging
+
+    from shoal.stores._breaker import BreakerSettings
+
+    defaults = BreakerSettings()
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    started = time.monotonic()
+    fault()
+    stream.phase = "down"
+
+    def fast_503s() -> int:
+        with stream.lock:
+            return sum(
+                o.status == "503" and o.elapsed < FAST and o.started >= started
+                for outcomes in stream.outcomes.values()
+                for o in outcomes
+            )
+
+    stream.wait_for(lambda: fast_503s() >= 10, "no fast 503 while the store is down")
+    opened = time.monotonic() - started
+    time.sleep(defaults.cooldown + 1.0)  # a probe meets the broken store
+    heal()
+    healed = time.monotonic()
+    stream.phase = "back"
+    stream.wait_for(lambda: stream.requests("back", "200") >= 1, "no recovery")
+    recovered = time.monotonic() - healed
+    stream.wait_for(lambda: stream.requests("back", "200") >= 3 * stream.clients, "no recovery")
+    records = list(caplog.records)
+    stream.finish()
+
+    outcomes = stream.summary()
+    assert stream.statuses() <= {"200", "503"}, outcomes
+    during = stream.overlapping(started, healed)
+    waited = sorted(o.elapsed for o in during if o.elapsed >= FAST)
+    probes = int((healed - started) / defaults.cooldown) + 1
+    assert len(waited) <= stream.clients + probes, (waited, outcomes)
+    shoal = [r for r in records if r.name.startswith("shoal")]
+    warnings = [r for r in shoal if r.levelno >= logging.WARNING]
+    text = "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in shoal)
+    # Opened, back again, maybe a summary; the failures before it opened.
+    assert len(warnings) <= 3 + defaults.threshold + stream.clients, text
+    assert len(shoal) <= len(warnings) + probes + 1, text
+    assert sum(r.exc_info is not None for r in shoal) <= 1, text
+    pool = [r for r in records if r.name.startswith("psycopg") and r.levelno >= logging.WARNING]
+    assert not pool, [r.getMessage() for r in pool]
+    return {
+        "requests during the outage": len(during),
+        "503s answered fast": sum(o.status == "503" and o.elapsed < FAST for o in during),
+        "waited >= FAST": [round(x, 2) for x in waited],
+        "first fast 503s after": round(opened, 2),
+        "first 200 after heal": round(recovered, 2),
+        "shoal log records": len(shoal),
+    }

@@ -18,6 +18,7 @@ after the cooldown is the probe that closes it once the server is back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -41,7 +42,13 @@ from shoal.stores._breaker import (  # noqa: E402
 )
 from shoal.stores.postgresql import PostgresStore  # noqa: E402
 from shoal.wsgi import SessionMiddleware  # noqa: E402
-from tests.faults._stream import counter_app, private_server, serve  # noqa: E402
+from tests.faults._stream import (  # noqa: E402
+    CLIENTS,
+    counter_app,
+    outage_with_the_defaults,
+    private_server,
+    serve,
+)
 from tests.servers import PostgresServer  # noqa: E402
 from tests.servers.availability import postgres_unavailable  # noqa: E402
 
@@ -144,11 +151,64 @@ def test_a_hung_server_gives_503_within_the_socket_timeout(
     stream.check_no_session_lost()
 
 
+@pytest.mark.parametrize(
+    ("fault", "clients"),
+    [("kill", 1), ("stop", 1), ("stop", CLIENTS)],
+    ids=["sigkill-one-worker", "sigstop-one-worker", "sigstop-threads"],
+)
+def test_with_the_defaults_an_outage_is_answered_fast_and_heals_itself(
+    private_postgres: PostgresServer,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+    clients: int,
+) -> None:
+    """No timeout parameters: one sync worker (``clients=1``) or a threaded one.
+
+    Only the requests in flight when PostgreSQL broke, and one probe per
+    cooldown, wait for it; every other request is a fast 503, the log says
+    what happened once (and psycopg's pool logger does not repeat it), and
+    the same app serves again once the server is back.
+    """
+    url = f"{private_postgres.url}?table=d_{uuid.uuid4().hex[:8]}"
+    manager = SessionManager(url, app_id="defaults", policy="merge")
+    stopped: list[int] = []
+
+    def break_it() -> None:
+        if fault == "kill":
+            private_postgres.kill()
+        else:
+            stopped.extend(all_processes(private_postgres))
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+
+    def heal() -> None:
+        if fault == "kill":
+            private_postgres.start()
+        else:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    with serve(manager, patience=PATIENCE, clients=clients) as stream:
+        stream.wait_for_every_client("up", "200", "no traffic")
+        try:
+            numbers = outage_with_the_defaults(stream, caplog, fault=break_it, heal=heal)
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):  # a backend that ended
+                    os.kill(pid, signal.SIGCONT)
+    print(f"postgresql {fault}, {clients} client(s): {numbers}")
+    stream.check_no_session_lost()
+
+
 def test_the_open_breaker_fails_fast_and_a_probe_closes_it(
     private_postgres: PostgresServer, url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = ManualClock(0.0)
-    breaker = CircuitBreaker(BreakerSettings(threshold=3, window=60, cooldown=10), clock=clock)
+    # Counting only (slow=inf): the failures here wait out pool_timeout, and
+    # by default the first of those would open it at once.
+    settings = BreakerSettings(threshold=3, window=60, cooldown=10, slow=float("inf"))
+    breaker = CircuitBreaker(settings, clock=clock)
     store = BreakerStore(PostgresStore.from_url(url), breaker)
     manager = SessionManager(store, app_id="breaker")
     client = Client(SessionMiddleware(counter_app, manager))
@@ -156,7 +216,7 @@ def test_the_open_breaker_fails_fast_and_a_probe_closes_it(
     def request() -> tuple[int, str]:
         """Status and the logged cause of a 503."""
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="shoal"):
+        with caplog.at_level(logging.DEBUG, logger="shoal"):  # refusals log at DEBUG
             response = client.get("/incr")
         causes = [r.getMessage() for r in caplog.records if r.name == "shoal"]
         return response.status_code, " | ".join(causes)

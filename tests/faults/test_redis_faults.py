@@ -35,7 +35,14 @@ from shoal.stores import open_store  # noqa: E402
 from shoal.stores.base import RecordKey  # noqa: E402
 from shoal.stores.redis import RedisStore  # noqa: E402
 from shoal.wsgi import SessionMiddleware  # noqa: E402
-from tests.faults._stream import CLIENTS, Stream, counter_app, private_server, serve  # noqa: E402
+from tests.faults._stream import (  # noqa: E402
+    CLIENTS,
+    Stream,
+    counter_app,
+    outage_with_the_defaults,
+    private_server,
+    serve,
+)
 from tests.servers import RedisServer  # noqa: E402
 from tests.servers.availability import redis_unavailable  # noqa: E402
 
@@ -99,6 +106,49 @@ def test_a_hung_server_gives_503_within_the_socket_timeout(
     outcomes = stream.summary()
     # No client error: every request ended well inside HTTP_TIMEOUT.
     assert stream.statuses() <= {"200", "503"}, outcomes
+
+
+# -- the default timeouts and breaker ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "clients"),
+    [("kill", 1), ("stop", 1), ("stop", CLIENTS)],
+    ids=["sigkill-one-worker", "sigstop-one-worker", "sigstop-threads"],
+)
+def test_with_the_defaults_an_outage_is_answered_fast_and_heals_itself(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture, fault: str, clients: int
+) -> None:
+    """No timeout parameters: one sync worker (``clients=1``) or a threaded one.
+
+    Only the requests in flight when Redis broke, and one probe per
+    cooldown, wait for it; every other request is a fast 503, and the log
+    says what happened once, not per request.
+    """
+    manager = SessionManager(private_redis.url, app_id="defaults", policy="merge")
+    pid = private_redis.pid
+    assert pid is not None
+
+    def break_it() -> None:
+        if fault == "kill":
+            private_redis.kill()
+        else:
+            os.kill(pid, signal.SIGSTOP)
+
+    def heal() -> None:
+        if fault == "kill":
+            private_redis.start()
+        else:
+            os.kill(pid, signal.SIGCONT)
+
+    with serve(manager, patience=PATIENCE, clients=clients) as stream:
+        stream.wait_for(lambda: stream.requests("up", "200") >= 3 * clients, "no traffic")
+        try:
+            numbers = outage_with_the_defaults(stream, caplog, fault=break_it, heal=heal)
+        finally:
+            if fault == "stop":
+                os.kill(pid, signal.SIGCONT)
+    print(f"redis {fault}, {clients} client(s): {numbers}")
 
 
 # -- Cluster failover ----------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,126 @@ def test_breaker_options_come_off_the_url() -> None:
 def test_bad_breaker_options_are_config_errors(query: str) -> None:
     with pytest.raises(ConfigError):
         open_store(f"postgresql://h/db?{query}")
+
+
+# -- slow failures and the defaults ------------------------------------------------
+#
+# A store whose calls take time on the breaker's own clock: each failing call
+# moves a ManualClock forward by ``delay`` before it raises, as a connect or
+# socket timeout would, so nothing here sleeps.
+
+
+class TimedStore(MemoryStore):
+    """A MemoryStore that fails every call while ``down``, after ``delay`` clock seconds."""
+
+    def __init__(self, clock: ManualClock, delay: float = 0.0) -> None:
+        super().__init__()
+        self.clock = clock
+        self.delay = delay
+        self.down = False
+
+    def _step(self, key: RecordKey, step: Any, *, notify: bool = False) -> Any:
+        if self.down:
+            self.clock.advance(self.delay)
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except OSError as exc:
+                raise StoreUnavailable(self.url, f"timed out: {exc}") from exc
+        return super()._step(key, step, notify=notify)
+
+
+def default_breaker(store: Store, clock: ManualClock) -> BreakerStore:
+    """``store`` behind a breaker with the default settings, on ``clock``."""
+    return BreakerStore(store, CircuitBreaker(BreakerSettings(), clock=clock))
+
+
+@pytest.mark.parametrize("delay", [1.0, 2.0, 3.0, 5.0, 10.0])
+def test_one_slow_failure_opens_it_with_the_defaults(delay: float) -> None:
+    """A failure that took a timeout's time is an outage: the next call must not wait too."""
+    clock = ManualClock(0.0)
+    inner = TimedStore(clock, delay)
+    store = default_breaker(inner, clock)
+    inner.down = True
+    failure_detail(store)
+    assert state_of(store.breaker) is BreakerState.OPEN
+    before = clock()
+    assert failure_detail(store).startswith("circuit open after 1 consecutive failure")
+    assert clock() == before, "a refused call does not reach the store"
+
+
+def test_a_slow_success_is_not_a_failure() -> None:
+    clock = ManualClock(0.0)
+    store = default_breaker(MemoryStore(), clock)
+
+    class Slow(MemoryStore):
+        def _step(self, key: RecordKey, step: Any, *, notify: bool = False) -> Any:
+            clock.advance(30.0)  # a busy store that still answers
+            return super()._step(key, step, notify=notify)
+
+    store = default_breaker(Slow(), clock)
+    for _ in range(10):
+        assert store.load(KEY, now=NOW).status is LoadStatus.ABSENT
+    assert state_of(store.breaker) is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize("pace", [0.5, 2.6, 5.0, 9.0])
+def test_fast_failures_at_one_workers_pace_open_it(pace: float) -> None:
+    """A sync worker fails one request every ``pace`` s: the streak is not forgotten."""
+    clock = ManualClock(0.0)
+    inner = TimedStore(clock, 0.01)  # refused at once
+    store = default_breaker(inner, clock)
+    inner.down = True
+    for _ in range(5):
+        failure_detail(store)
+        if state_of(store.breaker) is BreakerState.OPEN:
+            break
+        clock.advance(pace)
+    assert state_of(store.breaker) is BreakerState.OPEN
+
+
+def test_a_quiet_gap_longer_than_the_window_starts_a_new_streak() -> None:
+    clock = ManualClock(0.0)
+    inner = TimedStore(clock, 0.01)
+    store = default_breaker(inner, clock)
+    threshold = store.breaker.settings.threshold
+    assert threshold > 1
+    inner.down = True
+    for _ in range(threshold - 1):
+        failure_detail(store)
+    clock.advance(store.breaker.settings.window + 1)
+    failure_detail(store)
+    assert state_of(store.breaker) is BreakerState.CLOSED
+    assert store.breaker.failures == 1
+
+
+def test_a_success_ends_the_streak() -> None:
+    clock = ManualClock(0.0)
+    inner = TimedStore(clock, 0.01)
+    store = default_breaker(inner, clock)
+    for _ in range(3 * store.breaker.settings.threshold):
+        inner.down = True
+        failure_detail(store)
+        inner.down = False
+        assert store.load(KEY, now=NOW).status is LoadStatus.ABSENT
+    assert state_of(store.breaker) is BreakerState.CLOSED
+
+
+def test_recovers_by_itself_after_the_cooldown() -> None:
+    clock = ManualClock(0.0)
+    inner = TimedStore(clock, 2.0)
+    store = default_breaker(inner, clock)
+    inner.down = True
+    failure_detail(store)
+    inner.down = False
+    assert "circuit open" in failure_detail(store)
+    clock.advance(store.breaker.settings.cooldown)
+    assert store.load(KEY, now=NOW).status is LoadStatus.ABSENT
+    assert state_of(store.breaker) is BreakerState.CLOSED
+
+
+def test_the_slow_bound_comes_off_the_url() -> None:
+    store_url, settings = split_breaker_options("redis://h/0?breaker_slow=0.25&prefix=x")
+    assert store_url == "redis://h/0?prefix=x"
+    assert settings == BreakerSettings(slow=0.25)
+    with pytest.raises(ConfigError):
+        split_breaker_options("redis://h/0?breaker_slow=-1")

@@ -1,16 +1,37 @@
 """A circuit breaker per store URL, shared by every manager and thread of a process.
 
 When a network store is down, each request would otherwise wait out a
-connect or pool timeout before its 503. After ``threshold`` consecutive
-``StoreUnavailable`` within ``window`` seconds the breaker *opens*: calls
-fail at once with ``StoreUnavailable("circuit open ...")`` for ``cooldown``
-seconds. Then it is *half-open*: the next call goes through as the one
-probe (the others still fail fast); the probe's success *closes* the
-breaker, its failure opens it for another cooldown.
+connect, pool or socket timeout before its 503. The breaker *opens* on
+either sign of an outage:
 
-    closed --threshold failures in window--> open --cooldown--> half-open
-      ^                                        ^                   |
-      +------------- probe succeeds -----------+-- probe fails ----+
+- one failure that took at least ``slow`` seconds (a timeout: a store that
+  answers, answers in milliseconds, and a request must not wait a timeout
+  again to learn what the last one learnt), or
+- ``threshold`` consecutive ``StoreUnavailable``, none more than ``window``
+  seconds after the one before (fast failures: refused, reset). The window
+  runs from the *last* failure, so a sync worker that fails one request
+  every few seconds still opens it.
+
+While open, calls fail at once with ``StoreUnavailable("circuit open ...")``
+for ``cooldown`` seconds. Then it is *half-open*: the next call goes
+through as the one probe (the others still fail fast); the probe's success
+*closes* the breaker, its failure opens it for another cooldown.
+
+    closed --slow failure, or threshold in a row--> open --cooldown--> half-open
+      ^                                               ^                   |
+      +----------------- probe succeeds --------------+-- probe fails ----+
+
+Rejected: a streak counted within a window from its *first* failure (the
+former rule): failures that each take a timeout (5 s to a pool, 3 s to a
+hung Redis) never fit enough of them in the window, so a slow outage, the
+costliest kind, never opened it.
+
+An outage is logged here, once per state change, on the ``shoal.breaker``
+logger: opened (WARNING, with the cause and its one traceback), each probe
+that fails (INFO), a summary every ``summary_every`` seconds while it lasts
+(WARNING: how many calls failed fast), and closed again (WARNING: how long
+it lasted, how many calls failed fast). The errors it raises or has logged
+carry ``reported = True``, so the middleware logs nothing per request.
 
 ``open_store()`` wraps every network store (``NETWORK_SCHEMES`` in
 ``stores/__init__.py``) in a ``BreakerStore``, taking the breaker for its
@@ -21,7 +42,7 @@ pass through ungated: neither reports the store's health.
 
 Settings come from the store URL (and are removed from it before the store
 sees it): ``breaker=off``, ``breaker_threshold``, ``breaker_window``,
-``breaker_cooldown``. Time comes from an injectable clock
+``breaker_cooldown``, ``breaker_slow``. Time comes from an injectable clock
 (``time.monotonic`` by default), so tests need no sleeps.
 
 Rejected: a breaker per store object (each manager or worker thread would
@@ -33,6 +54,7 @@ stores, where they are safe).
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import threading
 import time
@@ -66,6 +88,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+log = logging.getLogger("shoal.breaker")
+
 
 class BreakerState(enum.Enum):
     CLOSED = "closed"
@@ -75,22 +99,31 @@ class BreakerState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
-    """``threshold`` failures within ``window`` s open it for ``cooldown`` s.
+    """What opens the breaker, and for how long.
 
+    A failure that took at least ``slow`` s, or ``threshold`` failures in a
+    row each within ``window`` s of the one before, open it for ``cooldown``
+    s. ``slow`` is below every default timeout of the network stores (1 to
+    2 s), so their first timeout opens it; ``slow=inf`` counts only.
     ``probe_timeout``: a probe that has not reported after this long (its
     thread died or hangs) no longer blocks the next probe.
+    ``summary_every``: while open, how often the log says it still is.
     """
 
-    threshold: int = 5
+    threshold: int = 3
     window: float = 10.0
     cooldown: float = 5.0
+    slow: float = 0.5
     probe_timeout: float = 30.0
+    summary_every: float = 30.0
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
             raise ConfigError("breaker_threshold must be at least 1")
-        if self.window <= 0 or self.cooldown <= 0 or self.probe_timeout <= 0:
-            raise ConfigError("breaker_window and breaker_cooldown must be positive seconds")
+        if min(self.window, self.cooldown, self.slow, self.probe_timeout, self.summary_every) <= 0:
+            raise ConfigError(
+                "breaker_window, breaker_cooldown and breaker_slow must be positive seconds"
+            )
 
 
 class CircuitBreaker:
@@ -103,14 +136,21 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings or BreakerSettings()
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
         self._state = BreakerState.CLOSED
         self._failures = 0
-        self._streak_started = 0.0
+        self._last_failure = 0.0
         self._opened_at = 0.0
         self._probe_started: float | None = None
         self._last_error = ""
+        self._store_name = ""  # the (masked) URL the last failure named
+        # The outage, for the log: when it began, calls refused in all and
+        # since the last summary, when that summary was written.
+        self._outage_started = 0.0
+        self._refused = 0
+        self._refused_since_summary = 0
+        self._summary_at = 0.0
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.state.value} failures={self._failures}>"
@@ -139,22 +179,48 @@ class CircuitBreaker:
         with self._lock:
             if self._state is BreakerState.CLOSED:
                 return False
-            now = self._clock()
+            now = self.clock()
             if self._state is BreakerState.OPEN:
                 wait = self._opened_at + self.settings.cooldown - now
                 if wait > 0:
-                    raise self._refusal(store, f"next probe in {wait:.1f}s")
-                self._state = BreakerState.HALF_OPEN
-            probe = self._probe_started
-            if probe is not None and now - probe < self.settings.probe_timeout:
-                raise self._refusal(store, "a probe is in flight")
-            self._probe_started = now
-            return True
+                    refusal = self._refusal(store, now, f"next probe in {wait:.1f}s")
+                else:
+                    self._state = BreakerState.HALF_OPEN
+            if self._state is BreakerState.HALF_OPEN:
+                probe = self._probe_started
+                if probe is None or now - probe >= self.settings.probe_timeout:
+                    self._probe_started = now
+                    log.debug("probing session store %s", store)
+                    return True
+                refusal = self._refusal(store, now, "a probe is in flight")
+            summary = self._summary(store, now)
+        if summary:
+            log.warning(*summary)
+        raise refusal
 
-    def _refusal(self, store: str, when: str) -> StoreUnavailable:
+    def _refusal(self, store: str, now: float, when: str) -> StoreUnavailable:
+        self._refused += 1
+        self._refused_since_summary += 1
         last = f"; last error: {self._last_error}" if self._last_error else ""
-        return StoreUnavailable(
-            store, f"circuit open after {self._failures} consecutive failures, {when}{last}"
+        n = self._failures
+        error = StoreUnavailable(
+            store, f"circuit open after {n} consecutive failure{'s' * (n != 1)}, {when}{last}"
+        )
+        error.reported = True  # the opening was logged, and the summaries count it
+        return error
+
+    def _summary(self, store: str, now: float) -> tuple[Any, ...] | None:
+        """The periodic "still unavailable" record, when one is due (under the lock)."""
+        since = now - self._summary_at
+        if since < self.settings.summary_every:
+            return None
+        refused, self._refused_since_summary, self._summary_at = (
+            self._refused_since_summary, 0, now,
+        )
+        return (
+            "session store %s still unavailable after %.0fs: %d calls failed fast "
+            "in the last %.0fs; last error: %s",
+            store, now - self._outage_started, refused, since, self._last_error,
         )
 
     def success(self, probe: bool) -> None:
@@ -162,24 +228,67 @@ class CircuitBreaker:
         if self._state is BreakerState.CLOSED and not self._failures and not probe:
             return  # nothing to reset: the common case, without the lock
         with self._lock:
-            if self._state is BreakerState.CLOSED or probe:
+            if self._state is BreakerState.CLOSED:
                 self._close()
+                return
+            if not probe:
+                return  # a late answer to a call admitted before it opened
+            now = self.clock()
+            lasted, refused = now - self._outage_started, self._refused
+            self._close()
+        log.warning(
+            "session store %s is back: the outage lasted %.1fs, %d calls failed fast",
+            self._store_name, lasted, refused,
+        )
 
-    def failure(self, probe: bool, error: StoreUnavailable) -> None:
-        """A call failed with ``StoreUnavailable``."""
+    def failure(self, probe: bool, error: StoreUnavailable, *, elapsed: float = 0.0) -> None:
+        """A call failed with ``StoreUnavailable`` after ``elapsed`` seconds."""
         with self._lock:
-            now = self._clock()
+            now = self.clock()
+            self._store_name = error.store
             self._last_error = error.detail or str(error)
             if self._state is BreakerState.CLOSED:
-                if self._failures == 0 or now - self._streak_started > self.settings.window:
-                    self._failures, self._streak_started = 0, now
+                if self._failures and now - self._last_failure > self.settings.window:
+                    self._failures = 0  # a quiet gap: the old streak is over
                 self._failures += 1
-                if self._failures >= self.settings.threshold:
-                    self._open(now)
+                self._last_failure = now
+                slow = elapsed >= self.settings.slow
+                if not (slow or self._failures >= self.settings.threshold):
+                    return  # not reported: the middleware logs this one
+                self._open(now)
+                self._outage_started = self._summary_at = now
+                self._refused = self._refused_since_summary = 0
+                why = (
+                    f"a call failed after {elapsed:.1f}s" if slow
+                    else f"{self._failures} calls failed in a row"
+                )
+                record: tuple[Any, ...] = (
+                    "session store %s unavailable, circuit open: %s (%s); calls fail fast, "
+                    "next probe in %gs",
+                    error.store, why, self._last_error, self.settings.cooldown,
+                )
+                traceback = True
             elif probe:
                 self._failures += 1
+                self._last_failure = now
                 self._open(now)
-            # Late failures of calls admitted before it opened change nothing.
+                record = (
+                    "probe of session store %s failed (%s); next probe in %gs",
+                    error.store, self._last_error, self.settings.cooldown,
+                )
+                traceback = False
+                summary = self._summary(error.store, now)
+            else:
+                # Late failures of calls admitted before it opened change nothing.
+                error.reported = True
+                return
+        error.reported = True
+        if traceback:
+            log.warning(*record, exc_info=error)
+        else:
+            log.info(*record)
+            if summary:
+                log.warning(*summary)
 
     def neutral(self, probe: bool) -> None:
         """A call ended without telling anything (a non-store error): free its probe slot."""
@@ -198,6 +307,7 @@ class CircuitBreaker:
     def _close(self) -> None:
         self._state, self._failures, self._probe_started = BreakerState.CLOSED, 0, None
         self._last_error = ""
+        self._refused = self._refused_since_summary = 0
 
 
 class BreakerStore:
@@ -225,11 +335,13 @@ class BreakerStore:
         return type(self.store)
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        probe = self.breaker.before(self.url)
+        breaker = self.breaker
+        probe = breaker.before(self.url)
+        started = breaker.clock()
         try:
             result = method(*args, **kwargs)
         except StoreUnavailable as exc:
-            self.breaker.failure(probe, exc)
+            breaker.failure(probe, exc, elapsed=breaker.clock() - started)
             raise
         except BaseException:
             self.breaker.neutral(probe)
@@ -301,6 +413,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "breaker_threshold": ("threshold", int),
     "breaker_window": ("window", float),
     "breaker_cooldown": ("cooldown", float),
+    "breaker_slow": ("slow", float),
 }
 
 

@@ -129,10 +129,12 @@ class MySQLStore(LocalStore):
         database: str,
         url: str | None = None,
         table: str = "shoal_sessions",
-        connect_timeout: float = 5.0,
-        read_timeout: float = 10.0,
-        write_timeout: float = 10.0,
-        lock_wait_timeout: float = 5.0,
+        # Short on purpose, as PostgreSQL's (see there): the breaker opens on
+        # the first call that fails after a timeout. Rejected: 5/10/10/5 s.
+        connect_timeout: float = 2.0,
+        read_timeout: float = 2.0,
+        write_timeout: float = 2.0,
+        lock_wait_timeout: float = 1.0,
         unix_socket: str | None = None,
         ssl: Mapping[str, str] | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,

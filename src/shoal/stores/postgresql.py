@@ -131,6 +131,60 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+# A server that answers and refuses us is not an outage: the URL is wrong.
+# libpq gives no SQLSTATE for a failed connection, so these are its FATAL
+# texts (server messages are English unless lc_messages says otherwise).
+_MISCONFIGURED = (
+    "does not exist",  # database "x" / role "x" does not exist
+    "authentication failed",  # password, ident, peer, ... authentication failed for user
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "permission denied for database",
+    "is not permitted to log in",
+)
+
+
+def _misconfigured(detail: str) -> str | None:
+    """The server's own words when ``detail`` (a failed connect) is a configuration problem."""
+    if not any(text in detail for text in _MISCONFIGURED):
+        return None
+    _, fatal, said = detail.partition("FATAL:")
+    return " ".join(said.split()) if fatal else detail
+
+
+class _QuietPool(logging.Filter):
+    """Keeps the pool's warnings about shoal's own pools out of the log.
+
+    While a server is down, ``psycopg.pool`` logs a multi-line WARNING per
+    connection attempt ("error connecting in 'shoal:...'", "reconnection
+    attempt ... failed", "discarding closed connection"): the error the
+    store raises already says it (``_CONNECT_ERRORS``), and the circuit
+    breaker logs the outage once. They are kept when that logger is set to
+    DEBUG, as DEBUG records. Other pools of the application are untouched.
+    Rejected: raising the ``psycopg.pool`` logger's level, which would hide
+    the application's own pools too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING or not self._ours(record):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+    @staticmethod
+    def _ours(record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        for arg in args:
+            if isinstance(arg, _Connection) or "shoal:" in str(arg):
+                return True
+        return False
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietPool())
+
+
 class _Connection(psycopg.Connection[TupleRow]):
     """A connection that records why connecting failed (see ``_CONNECT_ERRORS``).
 
@@ -327,10 +381,18 @@ class PostgresStore:
         table: str = "shoal_sessions",
         min_size: int = 1,
         max_size: int = 10,
-        connect_timeout: float = 5.0,
-        statement_timeout: float = 5.0,
+        # Short on purpose: a session statement takes milliseconds, and the
+        # circuit breaker opens on the first call that fails after a timeout,
+        # so a request waits one of these at most once per outage and process
+        # (and once per probe): a refused server costs pool_timeout (2 s), a
+        # frozen one the watchdog's max(socket_timeout, statement_timeout + 1)
+        # = 2 s. Rejected: the former 5/5/5/10 s, which every request of a
+        # sync worker waited (7 s with the server killed, 16 s frozen). libpq
+        # reads a connect_timeout below 2 as 2.
+        connect_timeout: float = 2.0,
+        statement_timeout: float = 1.0,
         pool_timeout: float | None = None,
-        socket_timeout: float = 10.0,
+        socket_timeout: float = 2.0,
         reconnect_timeout: float = 10.0,
         prepared: bool = True,
         lock_poll: float = 1.0,
@@ -446,9 +508,21 @@ class PostgresStore:
             detail = f"no answer within {self._watchdog().limit:g}s (socket_timeout): {detail}"
         if isinstance(exc, PoolTimeout):
             cause = _CONNECT_ERRORS.get(self.conninfo)
-            detail = f"no connection within {self.pool_timeout:g}s" + (
-                f" (last connect error: {cause})" if cause else ""
-            )
+            wrong = _misconfigured(cause) if cause else None
+            if wrong:
+                # Still StoreUnavailable (a 503, and the breaker then answers
+                # every request at once), but it names a URL to fix, not an
+                # outage to wait out. Rejected: a ConfigError from the
+                # operation, which the middleware would raise as a 500 per
+                # request, each after the pool timeout.
+                detail = (
+                    f"not an outage, the server refused the connection: {wrong}; "
+                    "check the user, password and database name in the store URL"
+                )
+            else:
+                detail = f"no connection within {self.pool_timeout:g}s" + (
+                    f" (last connect error: {cause})" if cause else ""
+                )
         return StoreUnavailable(self.url, detail)
 
     def _run(self, query: str, params: Mapping[str, Any], consume: Callable[[Cursor], T]) -> T:

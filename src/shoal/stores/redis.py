@@ -38,7 +38,7 @@ from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -114,9 +114,9 @@ def _cert_reqs(raw: str) -> str:
 _OPTIONS: dict[str, Callable[[str], Any]] = {
     "prefix": _prefix,  # key prefix, default "shoal:"
     "grace": _non_negative(float),  # native TTL = expires + grace; default 120 s
-    "socket_timeout": _positive(float),  # per command; default 3 s
-    "socket_connect_timeout": _positive(float),  # default 2 s
-    "pool_timeout": _non_negative(float),  # wait for a free pooled connection; 2 s
+    "socket_timeout": _positive(float),  # per command; default 1 s (see _TIMEOUT)
+    "socket_connect_timeout": _positive(float),  # default 1 s
+    "pool_timeout": _non_negative(float),  # wait for a free pooled connection; 1 s
     "max_connections": _positive(int),  # per process (per node on a Cluster); 64
     "retries": _non_negative(int),  # connection-error retries of idempotent calls; 2
     "db": _non_negative(int),  # database number (unix://, or instead of the path)
@@ -265,13 +265,36 @@ class RedisStore:
             return do()  # the fast path: no retry machinery unless needed
         except RedisConnectionError as exc:
             if not (idempotent and self._retries):
-                raise StoreUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+                raise self._unavailable(exc) from exc
         except _ERRORS as exc:
-            raise StoreUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         try:
             return self._retry.call_with_retry(do, lambda _error: None)
         except _ERRORS as exc:
-            raise StoreUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """The error for a failed call; a refused login or database names the URL to fix.
+
+        Still ``StoreUnavailable`` (a 503, and the breaker answers the next
+        requests at once), but saying it is no outage. Rejected: a
+        ``ConfigError`` per operation, a 500 for every request.
+        """
+        text = f"{type(exc).__name__}: {exc}"
+        said = str(exc)
+        if isinstance(exc, AuthenticationError) or said.startswith(("NOAUTH", "WRONGPASS")):
+            return StoreUnavailable(
+                self.url,
+                f"not an outage, the server refused the login: {text}; check the user "
+                "and password in the store URL",
+            )
+        if "DB index is out of range" in said or "invalid DB index" in said:
+            return StoreUnavailable(
+                self.url,
+                f"not an outage, the server has no such database: {text}; check the "
+                "database number in the store URL (the server's `databases` setting)",
+            )
+        return StoreUnavailable(self.url, text)
 
     def _run(
         self,
@@ -644,12 +667,24 @@ def _credentials(url: str) -> dict[str, Any]:
     return creds
 
 
+# The default of every socket and pool wait, in seconds. A session script
+# answers in well under a millisecond: a second is a server that is hung or
+# gone, and the circuit breaker opens on the first such failure, so a
+# request waits this long at most once per outage and process (and once per
+# probe). A Redis that is slow on purpose (a remote one, big sessions) takes
+# ``socket_timeout=``... in the URL. Lease waits (``wait_unlocked``) are not
+# bounded by it: they read their pub/sub with their own timeout.
+# Rejected: the former 3 s (2 s to connect), which a hung Redis made every
+# request of a sync worker wait.
+_TIMEOUT = 1.0
+
+
 def _connection_kwargs(options: dict[str, Any], *, tls: bool) -> dict[str, Any]:
     """Socket, TLS and naming options shared by every topology (no retries:
     see RedisStore._call for the ones we allow)."""
     kwargs: dict[str, Any] = {
-        "socket_timeout": options.get("socket_timeout", 3.0),
-        "socket_connect_timeout": options.get("socket_connect_timeout", 2.0),
+        "socket_timeout": options.get("socket_timeout", _TIMEOUT),
+        "socket_connect_timeout": options.get("socket_connect_timeout", _TIMEOUT),
         "socket_keepalive": True,
     }
     if "client_name" in options:
@@ -670,7 +705,7 @@ def _connect(url: str, options: dict[str, Any]) -> _Topology:
     """How to make the redis-py client for ``url``; nothing connects before first use."""
     scheme = url.split(":", 1)[0].lower()
     parts = split_url(url)
-    pool_timeout = options.pop("pool_timeout", 2.0)
+    pool_timeout = options.pop("pool_timeout", _TIMEOUT)
     max_connections = options.pop("max_connections", 64)
     db = options.pop("db", None)
     kwargs = _connection_kwargs(options, tls=scheme.startswith("rediss"))
