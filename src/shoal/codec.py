@@ -28,7 +28,7 @@ import orjson
 
 from .errors import EncodeError
 
-__all__ = ["Codec", "JsonCodec", "decode_field", "encode_field", "field_expiry"]
+__all__ = ["Codec", "JsonCodec", "decode_field", "encode_field", "field_body", "field_expiry"]
 
 _TAG: Final = "__t__"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -188,3 +188,13 @@ def field_expiry(data: bytes) -> float | None:
         (expires,) = _EXPIRY.unpack_from(data, 1)
         return float(expires)
     raise ValueError(f"unknown or truncated field frame {frame!r}")
+
+
+def field_body(data: bytes, limit: int | None = None) -> bytes:
+    """The codec's bytes of a stored field (its frame removed), at most ``limit`` of them.
+
+    For a look at a value without decoding it all (``shoal show``): slicing
+    copies only what is kept. ``ValueError`` for a frame this version does not know.
+    """
+    start = 1 if field_expiry(data) is None else 1 + _EXPIRY.size
+    return data[start:] if limit is None else data[start : start + limit]

@@ -4,6 +4,7 @@
     ├── ConfigError (ValueError)       misconfiguration; the message names the fix
     ├── EncodeError (TypeError)        a value cannot be stored (``.key``)
     ├── StoreUnavailable               the store cannot be reached (``.store``, cause chained)
+    │   └── NotAStore                  what is at the URL is no session store (``.store``)
     ├── SessionStateError              misuse of a session object (closed, read-only)
     ├── ConflictError                  optimistic save lost a race (``.keys``)
     ├── LockTimeout                    serialized lock not had in time (``.waited``)
@@ -23,6 +24,7 @@ __all__ = [
     "EncodeError",
     "LockLost",
     "LockTimeout",
+    "NotAStore",
     "SessionStateError",
     "ShoalError",
     "StoreUnavailable",
@@ -67,6 +69,22 @@ class StoreUnavailable(ShoalError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
         self.store = store
         self.detail = detail
+
+
+class NotAStore(StoreUnavailable):
+    """What the URL names exists but is no session store, and may not be made one.
+
+    Raised by a store opened with ``require_existing()`` (the ``shoal`` admin
+    commands) instead of creating its table, file or directory. ``store`` is
+    the masked URL; ``detail`` says what was found and how to go on.
+    """
+
+    def __init__(self, store: str, detail: str) -> None:
+        super().__init__(store, detail)
+        self.args = (f"{store} is not a session store: {detail}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class SessionStateError(ShoalError):

@@ -178,7 +178,7 @@ def test_show_a_value_that_does_not_decode(url: str) -> None:
     result = run(url, "show", key.id_hash)
     assert result.exit_code == 0, result.output
     assert "fine" in result.stdout
-    assert "<8 bytes, not decodable" in result.stdout
+    assert "<8 B, not decodable" in result.stdout
     bad = {f["key"]: f for f in run_json(url, "show", key.id_hash)["fields"]}["bad"]
     assert bad["value"] is None and bad["size"] == 8 and "frame" in bad["error"]
 

@@ -32,10 +32,12 @@ __all__ = [
     "ShoalGroup",
     "duration",
     "emit_json",
+    "human_size",
     "json_option",
     "local_time",
     "new_console",
     "new_table",
+    "plural",
     "relative",
     "state_of",
     "store_option",
@@ -83,15 +85,24 @@ class Settings:
     def store(self, *, create: bool = False) -> Iterator[Store]:
         """The store, opened for one command and closed after it.
 
-        Unless ``create``, a local store (``sqlite``, ``file``, ``dbm``) whose
-        path does not exist is an error, checked before opening: those stores
-        create their files and directories on first use, and a mistyped path
-        must not leave an empty store behind, nor read as one.
+        Unless ``create``, the store must be there already, and is used as it
+        is: a local store (``sqlite``, ``file``, ``dbm``) whose path does not
+        exist is an error, checked before opening (those stores create their
+        files and directories on first use, and a mistyped path must not leave
+        an empty store behind, nor read as one); and a store that can tell
+        (``require_existing``: the SQL, file and dbm stores) is checked to be a
+        session store and opened so that it makes no DDL and changes no
+        database setting. Pointed at an application's own database, the admin
+        commands answer "not a session store" and leave it as it was.
         """
         if not create:
             _require_local_store(self.store_url)
         store = open_store(self.store_url)
         try:
+            if not create:
+                require_existing = getattr(store, "require_existing", None)
+                if require_existing is not None:
+                    require_existing()
             yield store
         finally:
             store.close()
@@ -182,6 +193,26 @@ def duration(seconds: float) -> str:
         if whole >= size:
             return f"{whole // size}{unit}"
     return f"{whole}s"
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 session``, ``2 sessions``, ``0 sessions``."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def human_size(size: int) -> str:
+    """Bytes in binary units, one decimal above a KiB: ``312 B``, ``1.5 KiB``, ``40.0 MiB``.
+
+    Tables show these; ``--json`` keeps the exact byte counts.
+    """
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if round(value, 1) < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def relative(when: float, now: float) -> str:

@@ -17,19 +17,22 @@ import click
 import orjson
 from rich.pretty import Pretty
 from rich.table import Table
+from rich.text import Text
 
-from ..codec import Codec, JsonCodec, decode_field
-from ..ids import hash_id, is_well_formed
+from ..codec import Codec, JsonCodec, decode_field, field_body, field_expiry
+from ..ids import hash_id, is_well_formed, session_ref
 from ..stores.base import Record, RecordInfo, Store
 from ._common import (
     BadInput,
     CliError,
     Settings,
     emit_json,
+    human_size,
     json_option,
     local_time,
     new_console,
     new_table,
+    plural,
     relative,
     state_of,
     store_option,
@@ -40,6 +43,11 @@ __all__ = ["COMMANDS", "ls", "migrate", "purge", "rm", "show", "stats"]
 
 ID_PREFIX = 16  # hash characters shown by ``ls``
 MIN_PREFIX = 8  # shortest hash prefix ``show``/``rm`` accept
+# ``show`` decodes and pretty-prints a value whose stored bytes are at most
+# this; a larger one is shown as the start of its JSON, never decoded, so a
+# 20 MB value costs what a small one does (``--json`` prints every value whole).
+DECODE_LIMIT = 16 * 1024
+GLIMPSE = 256  # bytes of a larger value's JSON read for its one-line glimpse
 _HEX = re.compile(r"[0-9a-fA-F]+")
 
 # One raw id in 64 starts with "-" (base64url): such an argument must reach
@@ -72,9 +80,12 @@ def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
     exact = hash_id(ident) if is_well_formed(ident) else None
     prefix = ident.lower() if _HEX.fullmatch(ident) and len(ident) >= MIN_PREFIX else None
     if exact is None and prefix is None:
-        shown = ident if len(ident) <= 12 else f"{ident[:12]}..."
+        # Echo only hex (a hash prefix): anything else may be a raw id with a
+        # typo, and a raw id is a live credential.
+        hexed = _HEX.fullmatch(ident)
+        shown = repr(ident[:ID_PREFIX]) if hexed else f"SESSION ({len(ident)} characters)"
         raise BadInput(
-            f"{shown!r} is not a session id (43 characters), its 64-hex hash, "
+            f"{shown} is not a session id (43 characters), its 64-hex hash, "
             f"or a hash prefix of at least {MIN_PREFIX} hex digits"
         )
     matches = [
@@ -83,14 +94,16 @@ def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
         if info.key.id_hash == exact or (prefix and info.key.id_hash.startswith(prefix))
     ]
     where = f"app {app_id!r}" if app_id else "any app"
+    # Never the raw id in a message: its hash's ref, as in logs (a 43-hex
+    # argument may be a raw id or a prefix; it is named by its hash too).
+    named = f"{session_ref(exact)}... (the id's hash)" if exact else f"{ident[:ID_PREFIX]}..."
     if not matches:
-        # Echo only a prefix: the argument may be a live raw session id.
-        raise CliError(f"no session {ident[:MIN_PREFIX]}... in {where} of {store.url}")
+        raise CliError(f"no session {named} in {where} of {store.url}")
     if len(matches) > 1:
         found = ", ".join(f"{i.key.app_id}/{i.key.id_hash[:ID_PREFIX]}" for i in matches[:5])
         raise BadInput(
-            f"{ident[:ID_PREFIX]!r} matches {len(matches)} sessions ({found}); "
-            "give more hex digits or --app-id"
+            f"{named} matches {len(matches)} sessions ({found}); "
+            + ("give --app-id" if exact else "give more hex digits or --app-id")
         )
     return matches[0]
 
@@ -124,8 +137,8 @@ def ls(settings: Settings, limit: int, show_all: bool, as_json: bool) -> None:
     table = new_table()
     table.add_column("app")
     table.add_column("id", no_wrap=True, min_width=ID_PREFIX)
-    for name in ("state", "ver", "created", "accessed", "expires", "bytes", "locked"):
-        numeric = name in ("ver", "bytes")
+    for name in ("state", "ver", "created", "accessed", "expires", "size", "locked"):
+        numeric = name in ("ver", "size")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
     for info in shown:
         lease = info.locked_until if info.locked_until and info.locked_until > now else None
@@ -137,12 +150,15 @@ def ls(settings: Settings, limit: int, show_all: bool, as_json: bool) -> None:
             relative(info.created, now),
             relative(info.accessed, now),
             relative(info.expires, now),
-            str(info.size),
+            human_size(info.size),
             relative(lease, now) if lease else "",
         )
     more = f", showing {len(shown)} (--limit)" if len(infos) > len(shown) else ""
-    kind = "sessions" if show_all else "live sessions (--all for expired and tombstones)"
-    table.caption = f"{len(infos)} {kind} in {store.url}{more}"
+    if show_all:
+        counted = plural(len(infos), "session")
+    else:
+        counted = plural(len(infos), "live session") + " (--all for expired and tombstones)"
+    table.caption = f"{counted} in {store.url}{more}"
     new_console().print(table)
 
 
@@ -151,26 +167,42 @@ def ls(settings: Settings, limit: int, show_all: bool, as_json: bool) -> None:
 
 @dataclass(frozen=True, slots=True)
 class FieldView:
-    """One stored key as an admin sees it; ``error`` when its bytes do not decode."""
+    """One stored key as an admin sees it; ``error`` when its bytes do not decode.
+
+    ``glimpse``: the start of the JSON of a value too large to decode for a
+    table (``value`` is then None); ``body``: the codec's JSON of a decoded one.
+    """
 
     key: str
     size: int
     value: Any = None
     expires: float | None = None
     error: str | None = None
+    glimpse: str | None = None
+    body: bytes | None = None
 
 
-def decode_fields(record: Record, codec: Codec) -> list[FieldView]:
+def decode_fields(record: Record, codec: Codec, *, limit: int | None = None) -> list[FieldView]:
+    """Every field, decoded if its stored bytes are at most ``limit`` (None: all).
+
+    A larger field is not decoded: only its first ``GLIMPSE`` bytes are read,
+    as text, so looking at a 20 MB value costs what a small one does.
+    """
     views = []
     for key, data in sorted(record.fields.items()):
         try:
+            if limit is not None and len(data) > limit:
+                head = field_body(data, GLIMPSE).decode("utf-8", "replace")
+                glimpse = "".join(c if c.isprintable() else "?" for c in head)
+                views.append(FieldView(key, len(data), None, field_expiry(data), glimpse=glimpse))
+                continue
             value, expires = decode_field(codec, data)
         # The bytes may come from another codec, another version or a bug: any
         # failure of this one field is shown as its raw size, never a crash.
         except Exception as exc:  # noqa: BLE001
             views.append(FieldView(key, len(data), error=f"{type(exc).__name__}: {exc}"))
         else:
-            views.append(FieldView(key, len(data), value, expires))
+            views.append(FieldView(key, len(data), value, expires, body=field_body(data)))
     return views
 
 
@@ -191,7 +223,8 @@ def show(settings: Settings, session: str, as_json: bool) -> None:
         info = resolve(store, session, settings.app_id)
         # No touch: an admin looking is not activity.
         record = store.load(info.key, now=now).record
-    fields = decode_fields(record, codec) if record is not None else None
+    limit = None if as_json else DECODE_LIMIT
+    fields = decode_fields(record, codec, limit=limit) if record is not None else None
     if as_json:
         out = _info_json(info, now)
         out["fields"] = None if fields is None else [
@@ -199,8 +232,9 @@ def show(settings: Settings, session: str, as_json: bool) -> None:
                 "key": view.key,
                 "size": view.size,
                 "expires": view.expires,
-                # The codec's own JSON (tagged types stay tagged): exact and lossless.
-                "value": None if view.error else orjson.Fragment(codec.dumps(view.value)),
+                # The codec's own JSON as stored (tagged types stay tagged):
+                # exact and lossless; it decoded, so it is valid JSON.
+                "value": None if view.body is None else orjson.Fragment(view.body),
                 "error": view.error,
             }
             for view in fields
@@ -218,7 +252,7 @@ def show(settings: Settings, session: str, as_json: bool) -> None:
     meta.add_row("created", f"{local_time(info.created)} ({relative(info.created, now)})")
     meta.add_row("accessed", f"{local_time(info.accessed)} ({relative(info.accessed, now)})")
     meta.add_row("expires", f"{local_time(info.expires)} ({relative(info.expires, now)})")
-    meta.add_row("size", f"{info.size} bytes")
+    meta.add_row("size", human_size(info.size))
     lease = info.locked_until if info.locked_until and info.locked_until > now else None
     meta.add_row("locked", f"until {relative(lease, now)}" if lease else "no")
     console.print(meta)
@@ -226,16 +260,25 @@ def show(settings: Settings, session: str, as_json: bool) -> None:
         why = "a tombstone keeps no data" if info.invalidated else "expired data is not loaded"
         console.print(f"\nno values: {why}")
         return
-    table = new_table(title=f"{len(fields)} keys", title_justify="left")
+    table = new_table(title=plural(len(fields), "key"), title_justify="left")
     table.add_column("key", no_wrap=True)
     table.add_column("expires", no_wrap=True)
     table.add_column("value")
     for view in fields:
         expires = relative(view.expires, now) if view.expires is not None else ""
         if view.error is not None:
-            value: Any = f"<{view.size} bytes, not decodable: {view.error}>"
+            value: Any = f"<{human_size(view.size)}, not decodable: {view.error}>"
+        elif view.glimpse is not None:
+            # One line, cut at the terminal's edge: the size, then the JSON's start.
+            value = Text(
+                f"<{human_size(view.size)}, not decoded; --json shows it whole> {view.glimpse}",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
         else:
-            value = Pretty(view.value)
+            # Bounded even for a value just under DECODE_LIMIT: long containers
+            # and strings are cut (``--json`` has them whole).
+            value = Pretty(view.value, max_length=20, max_string=200)
         table.add_row(view.key, expires, value)
     console.print(table)
 
@@ -394,7 +437,7 @@ def stats(settings: Settings, as_json: bool) -> None:
         return
     table = new_table(caption=store.url)
     table.add_column("app")
-    for name in ("live", "expired", "invalidated", "bytes"):
+    for name in ("live", "expired", "invalidated", "size"):
         table.add_column(name, justify="right")
     table.add_column("oldest access")
     table.add_column("newest access")
@@ -404,7 +447,7 @@ def stats(settings: Settings, as_json: bool) -> None:
             str(row.live),
             str(row.expired),
             str(row.invalidated),
-            str(row.bytes),
+            human_size(row.bytes),
             relative(row.oldest_access, now) if row.oldest_access is not None else "",
             relative(row.newest_access, now) if row.newest_access is not None else "",
         )

@@ -49,6 +49,7 @@ from ._common import (
     json_option,
     new_console,
     new_table,
+    plural,
     store_options,
 )
 from ._demo_app import build_app
@@ -429,8 +430,9 @@ def _print_report(outcome: Outcome, workers: Sequence[Worker], url: str, inspect
     console.print(f"requests {first}-{last} were sent at once, each adding 1 to its own key")
     console.print(
         _verdict(outcome.carried),
-        f"session carried across {outcome.workers_seen} workers, {outcome.writes_lost} "
-        f"writes lost ({len(CART)} cart adds, {BURST} concurrent counters)",
+        f"session carried across {plural(outcome.workers_seen, 'worker')}, "
+        f"{plural(outcome.writes_lost, 'write')} lost ({plural(len(CART), 'cart add')}, "
+        f"{plural(BURST, 'concurrent counter')})",
         soft_wrap=True,
     )
     if outcome.old_ids_refused:

@@ -17,6 +17,7 @@ __all__ = [
     "MYSQL_ROLLBACK",
     "MYSQL_SCHEMA",
     "MYSQL_SELECT",
+    "MYSQL_TABLE_EXISTS",
     "MYSQL_UPDATE_COMMIT",
     "PG_APPLY",
     "PG_APPLY_CONFLICTS",
@@ -56,6 +57,7 @@ __all__ = [
     "SQLITE_SELECT",
     "SQLITE_SWAP",
     "SQLITE_SWAP_SET",
+    "SQLITE_TABLE_EXISTS",
     "SQLITE_UPSERT",
 ]
 
@@ -80,6 +82,13 @@ SQLITE_SCHEMA = (
     ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS shoal_sessions_expires ON shoal_sessions (expires)",
+)
+
+# In: none. Out: one row, 1 if the session table exists, else 0. A catalog
+# read (no lock beyond a read), for a store that must not create its schema
+# (SQLiteStore.require_existing); fails on a file that is no database.
+SQLITE_TABLE_EXISTS = (
+    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'shoal_sessions'"
 )
 
 _COLUMNS = (
@@ -605,6 +614,14 @@ MYSQL_SCHEMA = (
         KEY {index} (expires)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
     """,
+)
+
+# In: table (the unquoted name). Out: one row, 1 if the table exists in the
+# connection's database, else 0. A catalog read, for a store that must not
+# create its schema (MySQLStore.require_existing).
+MYSQL_TABLE_EXISTS = (
+    "SELECT COUNT(*) FROM information_schema.tables "
+    "WHERE table_schema = DATABASE() AND table_name = %(table)s"
 )
 
 _MYSQL_COLUMNS = (

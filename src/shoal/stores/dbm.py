@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, TypeVar
 
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, NotAStore, StoreUnavailable
 from ..ids import session_ref
 from ._local import LocalStore, Step
 from ._lockfile import Held, LockBusy, Mutex
@@ -65,6 +65,18 @@ def decode_key(raw: bytes) -> RecordKey:
     return RecordKey(raw[pos : pos + alen].decode("utf-8"), raw[pos + alen :].decode("utf-8"))
 
 
+def _is_record(raw: bytes, value: bytes) -> bool:
+    """Whether a key and its value have the shape this store writes."""
+    if len(raw) < _KEY_HEAD.size or _KEY_HEAD.size + _KEY_HEAD.unpack_from(raw)[0] >= len(raw):
+        return False
+    try:
+        decode_key(raw)
+        unpack_record(bytes(value))
+    except (ValueError, struct.error):  # UnicodeDecodeError is a ValueError
+        return False
+    return True
+
+
 class DbmStore(LocalStore):
     """All sessions in one dbm database; every operation under one lock file."""
 
@@ -83,6 +95,7 @@ class DbmStore(LocalStore):
         except ValueError as exc:
             raise ConfigError(f"{self.url}: {exc} (mutex_ttl, mutex_timeout)") from exc
         self._purge_after: bytes | None = None  # last key the previous purge examined
+        self._existing_only = False  # see require_existing()
 
     @classmethod
     def from_url(cls, url: str) -> DbmStore:
@@ -91,6 +104,29 @@ class DbmStore(LocalStore):
     def lock_path(self, key: RecordKey | None = None) -> str:
         """The lock file guarding the whole database (every key shares it)."""
         return self.path + ".lock"
+
+    def require_existing(self) -> None:
+        """``NotAStore`` unless ``path`` is a dbm database of shoal's; never create one.
+
+        A dbm has no marker, so its first key tells: it must be an
+        ``encode_key`` whose value is a ``pack_record``. An empty database is
+        an empty store. From now on a write opens the database as it is
+        (flag ``w``, not ``c``). For the admin commands, which must not take a
+        plain file or another program's dbm for a store.
+        """
+        self._existing_only = True
+        kind = dbm.whichdb(self.path)
+        if not kind:
+            found = "no dbm database" if kind == "" else "nothing readable as a dbm database"
+            raise NotAStore(self.url, f"{self.path} holds {found}; check --store")
+        with self._database(write=False) as (database, _):
+            first = next(iter(database.keys()), None) if database is not None else None
+            if first is not None and not _is_record(bytes(first), database[first]):
+                raise NotAStore(
+                    self.url,
+                    f"{self.path} is a dbm database of another program (its keys are not "
+                    "shoal's); check --store",
+                )
 
     # -- the database, under the lock --------------------------------------
 
@@ -129,7 +165,7 @@ class DbmStore(LocalStore):
             if not write and not dbm.whichdb(self.path):
                 yield None, held
                 return
-            flag = "c" if write else "r"
+            flag = ("w" if self._existing_only else "c") if write else "r"
             if module.__name__ == "dbm.gnu":
                 flag += "u"  # our lock file serialises access, not gdbm's flock
             database = module.open(self.path, flag, _FILE_MODE)

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, NotAStore, StoreUnavailable
 from ..ids import session_ref
 from ._local import LocalStore, Step
 from ._lockfile import LockBusy, Mutex, sweep_orphan
@@ -63,6 +63,12 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
 _MAGIC = b"SHF1"
 _KEY_HEAD = struct.Struct(">4sHH")
 _HEX_NAME = re.compile(r"[0-9a-f]{8,128}")
+_APP_NAME = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+|~[0-9a-f]{64}")  # app_dirname()
+_FAN_NAME = re.compile(r"[0-9a-f]{2}")
+# Top-level names a filesystem may add beside the apps (a mount point's
+# lost+found, an NFS server's .snapshot, a desktop's .DS_Store): no app
+# directory starts with "." or holds "+".
+_FOREIGN_OK = re.compile(r"\..*|lost\+found")
 _APP_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
@@ -136,6 +142,42 @@ class FileStore(LocalStore):
     @classmethod
     def from_url(cls, url: str) -> FileStore:
         return cls(url_path(url), url=url, **query_options(url, _OPTIONS))
+
+    def require_existing(self) -> None:
+        """``NotAStore`` unless ``root`` is a directory laid out as a file store.
+
+        A file store has no marker file, so its layout is what tells it: every
+        entry of the root is an app directory (``app_dirname``) and every entry
+        of those a two-hex-digit fan-out directory. An empty directory is an
+        empty store. Only those two levels are listed, not the records, so the
+        check costs one ``listdir`` per application. For the admin commands,
+        which must not take a plain file or an unrelated directory for an
+        empty store (rejected: a marker file, which existing stores lack).
+        """
+        try:
+            apps = os.listdir(self.root)
+            for app in apps:
+                if _FOREIGN_OK.fullmatch(app):
+                    continue
+                app_dir = os.path.join(self.root, app)
+                if not (_APP_NAME.fullmatch(app) and os.path.isdir(app_dir)):
+                    raise self._foreign(app)
+                for top in os.listdir(app_dir):
+                    if not (_FAN_NAME.fullmatch(top) and os.path.isdir(os.path.join(app_dir, top))):
+                        raise self._foreign(os.path.join(app, top))
+        except NotADirectoryError as exc:
+            raise NotAStore(
+                self.url, f"{self.root} is a file; a file:// store is a directory; check --store"
+            ) from exc
+        except OSError as exc:
+            raise StoreUnavailable(self.url, f"{self.root}: {exc.strerror or exc}") from exc
+
+    def _foreign(self, name: str) -> NotAStore:
+        return NotAStore(
+            self.url,
+            f"{self.root} holds {name!r}, which a file store does not (its layout is "
+            "<app>/<2 hex>/<2 hex>/<hash>.rec); check --store",
+        )
 
     # -- paths ------------------------------------------------------------
 

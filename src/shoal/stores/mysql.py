@@ -34,7 +34,7 @@ from urllib.parse import unquote
 import pymysql  # type: ignore[import-untyped,unused-ignore]
 from pymysql.constants import CLIENT  # type: ignore[import-untyped,unused-ignore]
 
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, NotAStore, StoreUnavailable
 from . import _sql
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
@@ -181,6 +181,7 @@ class MySQLStore(LocalStore):
         self._purge = _sql.MYSQL_PURGE.format(**names)
         self._local = threading.local()
         self._schema_ready = False
+        self._existing_only = False  # see require_existing()
 
     @classmethod
     def from_url(cls, url: str) -> MySQLStore:
@@ -224,7 +225,10 @@ class MySQLStore(LocalStore):
                 raise StoreUnavailable(self.url, _describe(exc)) from exc
             self._local.conn, self._local.pid = conn, os.getpid()
             if not self._schema_ready:
-                self._migrate(conn)
+                if self._existing_only:
+                    self._check_table(conn)
+                else:
+                    self._migrate(conn)
         return conn
 
     def _drop_connection(self) -> None:
@@ -240,6 +244,34 @@ class MySQLStore(LocalStore):
     def migrate(self) -> None:
         """Create the table and its index if missing (safe to run concurrently)."""
         self._run(lambda conn: self._migrate(conn))
+
+    def require_existing(self) -> None:
+        """Use only a database that holds the table; never create it.
+
+        For the admin commands, which may be pointed at an application's own
+        database: ``NotAStore`` now (and whenever the table is found missing)
+        instead of the DDL; ``migrate()`` is the deliberate way to add it.
+        """
+        self._existing_only, self._schema_ready = True, False
+        self._drop_connection()
+        self._conn()
+
+    def _check_table(self, conn: Any) -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(_sql.MYSQL_TABLE_EXISTS, {"table": self.table})
+                found = cur.fetchone()[0]
+        except (pymysql.MySQLError, OSError) as exc:
+            self._drop_connection()
+            raise StoreUnavailable(self.url, _describe(exc)) from exc
+        if not found:
+            self._drop_connection()
+            raise NotAStore(
+                self.url,
+                f"the database has no {self.table} table; check --store, or add the table "
+                "with `shoal migrate` if this database is meant to hold sessions",
+            )
+        self._schema_ready = True
 
     def _migrate(self, conn: Any) -> None:
         try:

@@ -56,7 +56,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, NotAStore, StoreUnavailable
 from . import _sql
 from ._state import StoredRecord, load_step
 from ._url import (
@@ -450,6 +450,7 @@ class PostgresStore:
         self._watchdog_obj: _Watchdog | None = None
         self._pid = os.getpid()
         self._schema_ready = False
+        self._existing_only = False  # see require_existing()
         self._closed = False
         _STORES.add(self)
 
@@ -579,8 +580,24 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise self._unavailable(exc, cut) from exc
         if not (exists and exists[0]):
+            if self._existing_only:
+                raise NotAStore(
+                    self.url,
+                    f"the database has no {self.table} table; check --store, or add the table "
+                    "with `shoal migrate` if this database is meant to hold sessions",
+                )
             self.migrate()
         self._schema_ready = True
+
+    def require_existing(self) -> None:
+        """Use only a database that holds the table; never create it.
+
+        For the admin commands, which may be pointed at an application's own
+        database: ``NotAStore`` now (and whenever the table is found missing)
+        instead of the DDL; ``migrate()`` is the deliberate way to add it.
+        """
+        self._existing_only, self._schema_ready = True, False
+        self._ensure_schema()
 
     def migrate(self) -> None:
         """Create the table and its index if missing; safe to run concurrently."""

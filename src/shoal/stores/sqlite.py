@@ -27,9 +27,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, NotAStore, StoreUnavailable
 from . import _sql
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
@@ -136,6 +136,7 @@ class SQLiteStore(LocalStore):
         self.url = url or f"sqlite://{os.path.abspath(path)}"
         self.busy_timeout = busy_timeout
         self._local = threading.local()
+        self._existing_only = False  # see require_existing()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -144,6 +145,20 @@ class SQLiteStore(LocalStore):
 
     def migrate(self) -> None:
         """Create the database file, its table and index now (any connection does)."""
+        self._conn()
+
+    def require_existing(self) -> None:
+        """Use only a database that holds shoal's table; create and switch nothing.
+
+        From now on a connection opens the file as it is: it never creates the
+        file, the table or the index, nor switches the journal mode (a database
+        in rollback-journal mode stays so). ``NotAStore`` now if the file is no
+        SQLite database or has no session table: the admin commands may be
+        pointed at an application's own database (``shoal migrate`` is the
+        deliberate way to add the table).
+        """
+        self.close()
+        self._existing_only = True
         self._conn()
 
     # -- connections ------------------------------------------------------
@@ -175,6 +190,8 @@ class SQLiteStore(LocalStore):
         return (info.st_dev, info.st_ino)
 
     def _connect(self) -> sqlite3.Connection:
+        if self._existing_only:
+            return self._connect_existing()
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
@@ -184,6 +201,38 @@ class SQLiteStore(LocalStore):
             _retry_busy(lambda: _prepare(conn), deadline=time.monotonic() + self.busy_timeout)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
+        return conn
+
+    def _connect_existing(self) -> sqlite3.Connection:
+        """A connection to the database as it is (see ``require_existing``)."""
+        try:
+            # mode=rw: the file must exist; SQLite would otherwise create it.
+            conn = sqlite3.connect(
+                f"file:{quote(os.path.abspath(self.path))}?mode=rw",
+                uri=True,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=True,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(self.url, str(exc)) from exc
+        try:
+            (found,) = conn.execute(_sql.SQLITE_TABLE_EXISTS).fetchone()
+        except sqlite3.OperationalError as exc:  # busy, I/O: the store is there
+            conn.close()
+            raise StoreUnavailable(self.url, str(exc)) from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            conn.close()
+            raise NotAStore(
+                self.url, f"the file is no SQLite database ({exc}); check --store"
+            ) from exc
+        if not found:
+            conn.close()
+            raise NotAStore(
+                self.url,
+                "the database has no shoal_sessions table; check --store, or add the "
+                "table with `shoal migrate` if this database is meant to hold sessions",
+            )
         return conn
 
     # -- one step, one statement ---------------------------------------------
