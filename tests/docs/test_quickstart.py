@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.processes.test_gunicorn import free_port, wait_listening
+from tests.processes._gunicorn import get, running_gunicorn
 
 from ._markdown import parse_examples
 
@@ -27,65 +19,28 @@ def quickstart_code() -> str:
     return served[0].code
 
 
-@pytest.fixture
-def served_quickstart(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    (tmp_path / "app.py").write_text(quickstart_code(), encoding="utf-8")
-    port = free_port()
-    access_log = tmp_path / "access.log"
-    env = {key: value for key, value in os.environ.items() if key != "SHOAL_STORE"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-         "--access-logfile", str(access_log), "--access-logformat", "%(p)s %(s)s",
-         "--log-level", "warning", "app:app"],
-        cwd=tmp_path, env=env,
-    )
-    try:
-        wait_listening(port, proc, time.monotonic() + 30)
-        yield port, access_log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def get(port: int, cookie: str | None) -> tuple[int, str, str | None]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    try:
-        headers = {"Connection": "close"}
-        if cookie:
-            headers["Cookie"] = cookie
-        conn.request("GET", "/", headers=headers)
-        response = conn.getresponse()
-        body = response.read().decode()
-        set_cookie = response.getheader("Set-Cookie")
-        return response.status, body, set_cookie.split(";")[0] if set_cookie else None
-    finally:
-        conn.close()
-
-
 def workers_seen(access_log: Path) -> set[str]:
     if not access_log.exists():
         return set()
     return {line.split()[0] for line in access_log.read_text().splitlines() if line.strip()}
 
 
-def test_the_readme_quickstart_counts_visits_across_two_gunicorn_workers(
-    served_quickstart: tuple[int, Path],
-) -> None:
-    port, access_log = served_quickstart
-    cookie: str | None = None
-    visits = 0
-    while visits < MAX_REQUESTS:
-        status, body, set_cookie = get(port, cookie)
-        visits += 1
-        assert (status, body) == (200, f"visit {visits}\n")
-        cookie = set_cookie or cookie
-        assert cookie is not None, "the first answer set no session cookie"
-        if visits >= 6 and len(workers_seen(access_log)) == 2:
-            break
+def test_the_readme_quickstart_counts_visits_across_two_gunicorn_workers(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(quickstart_code(), encoding="utf-8")
+    access_log = tmp_path / "access.log"
+    env = {key: value for key, value in os.environ.items() if key != "SHOAL_STORE"}
+    logging = ["--access-logfile", str(access_log), "--access-logformat", "%(p)s %(s)s"]
+    with running_gunicorn("app:app", cwd=tmp_path, env=env, workers=2, extra_args=logging) as port:
+        cookie: str | None = None
+        visits = 0
+        while visits < MAX_REQUESTS:
+            answer = get(port, cookie)
+            visits += 1
+            assert (answer.status, answer.body.decode()) == (200, f"visit {visits}\n")
+            cookie = answer.cookie or cookie
+            assert cookie is not None, "the first answer set no session cookie"
+            if visits >= 6 and len(workers_seen(access_log)) == 2:
+                break
     assert len(workers_seen(access_log)) == 2, f"one worker answered all {visits} requests"
     # "sqlite:sessions.db" is relative: the file is in the server's working directory.
-    assert (access_log.parent / "sessions.db").is_file()
+    assert (tmp_path / "sessions.db").is_file()

@@ -19,6 +19,8 @@ from shoal.stores import open_store
 from shoal.stores.base import RecordKey, Store
 from shoal.wsgi import SessionMiddleware
 
+from tests._counting import CountingStore
+
 Environ = dict[str, Any]
 KEY = "request-path-test-key-" + "k" * 32
 
@@ -200,20 +202,6 @@ def test_a_flash_after_logout_with_a_replica(store: Store, clock: ManualClock, a
 # -- cookies the client should drop ---------------------------------------------------
 
 
-class CountingStore:
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.calls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if callable(attr):
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self.calls.append(name)
-                return attr(*args, **kwargs)
-            return counted
-        return attr
 
 
 def reader_app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:

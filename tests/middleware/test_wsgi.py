@@ -17,6 +17,8 @@ from shoal.stores.base import Store
 from shoal.stores.sqlite import SQLiteStore
 from shoal.wsgi import SessionMiddleware
 
+from tests._counting import CountingStore
+
 Environ = dict[str, Any]
 
 
@@ -67,22 +69,6 @@ def set_cookies(response: TestResponse) -> list[str]:
     return response.headers.getlist("Set-Cookie")
 
 
-class CountingStore:
-    """Counts every call that reaches the real store underneath."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.calls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if callable(attr):
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self.calls.append(name)
-                return attr(*args, **kwargs)
-            return counted
-        return attr
 
 
 def test_untouched_session_costs_no_store_io(store: Store, clock: ManualClock) -> None:

@@ -19,23 +19,9 @@ from shoal.ids import is_well_formed
 from shoal.stores import open_store
 from shoal.stores.base import Store
 
+from tests._counting import CountingStore
 
-class CountingStore:
-    """Counts every call that reaches the real store underneath."""
 
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if callable(attr):
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self.calls.append((name, kwargs))
-                return attr(*args, **kwargs)
-            return counted
-        return attr
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -110,7 +96,7 @@ def test_an_unloaded_session_read_after_commit_loads_read_only(
     outcome = reader.commit(session)
     assert outcome.send_id is None and not outcome.clear and counting.calls == []
     assert session["n"] == 1 and session.id == sid
-    [(name, kwargs)] = counting.calls
+    [name], [kwargs] = counting.calls, counting.call_kwargs
     assert name == "load" and kwargs.get("touch") is None and kwargs.get("lock") is None
     with pytest.raises(SessionStateError, match="committed"):
         session["n"] = 2
