@@ -196,3 +196,15 @@ def test_an_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1, done.stderr
     assert "unavailable" in done.stderr and "app:***@" in done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_ls_quiet_prints_the_prefixes_that_show_accepts(url: str) -> None:
+    ids = [make_session(url, {"n": n}) for n in range(3)]
+    quiet = CliRunner().invoke(main, ["--store", url, "ls", "-q"])
+    assert quiet.exit_code == 0, quiet.output
+    prefixes = quiet.output.split()
+    assert sorted(prefixes) == sorted(hash_id(i)[:16] for i in ids)
+    shown = CliRunner().invoke(main, ["--store", url, "show", prefixes[0]])
+    assert shown.exit_code == 0, shown.output
+    both = CliRunner().invoke(main, ["--store", url, "ls", "-q", "--json"])
+    assert both.exit_code == 2 and "--quiet and --json" in both.output

@@ -115,13 +115,19 @@ def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
 @store_options
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--all", "show_all", is_flag=True, help="Include expired sessions and tombstones.")
+@click.option(
+    "-q", "--quiet", is_flag=True,
+    help="Print only the id hash prefixes, one per line (for scripts).",
+)
 @json_option
 @click.pass_obj
-def ls(settings: Settings, limit: int, show_all: bool, as_json: bool) -> None:
+def ls(settings: Settings, limit: int, show_all: bool, quiet: bool, as_json: bool) -> None:
     """List sessions, most recently used first.
 
     Only live sessions, unless --all.
     """
+    if quiet and as_json:
+        raise BadInput("--quiet and --json each choose the output; give one of them")
     now = time.time()
     with settings.store() as store:
         infos = [
@@ -131,6 +137,11 @@ def ls(settings: Settings, limit: int, show_all: bool, as_json: bool) -> None:
         ]
     infos.sort(key=lambda info: (info.accessed, info.created), reverse=True)
     shown = infos[:limit]
+    if quiet:
+        # The same prefixes the table shows, which `show` and `rm` accept.
+        for info in shown:
+            click.echo(info.key.id_hash[:ID_PREFIX])
+        return
     if as_json:
         emit_json([_info_json(info, now) for info in shown])
         return
