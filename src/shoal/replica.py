@@ -257,8 +257,12 @@ class Replicator:
         return wire
 
     def open(self, key: RecordKey, wire: str, now: float) -> tuple[int, StoredRecord] | None:
-        """The session sealed in ``wire`` for ``key``, if valid and not ended."""
-        gen = wire_gen(wire)
+        """The session sealed in ``wire`` for ``key``, if valid and not ended.
+
+        A wire longer than ``max_bytes`` is rejected before any decoding or
+        decryption: ``seal`` never sends one, so it is forged or foreign.
+        """
+        gen = wire_gen(wire) if len(wire) <= self.max_bytes else None
         data = None
         if gen is not None:
             data = self.sealer.open(wire.partition(".")[2], self._context(key, gen))
@@ -668,10 +672,12 @@ def join_chunks(cookies: Mapping[str, str], base: str) -> str | None:
 
     Chunk 0 starts with ``<count>.<digest>.``: a missing chunk, a chunk from
     another replica, or chunks in another order fail the count or the digest
-    (and would fail authentication after that anyway).
+    (and would fail authentication after that anyway). A chunk longer than
+    ``COOKIE_BUDGET`` is none that shoal sent: refused before any hashing,
+    so what a client can make shoal join is bounded.
     """
     first = cookies.get(_chunk_name(base, 0))
-    if not first:
+    if not first or len(first) > COOKIE_BUDGET:
         return None
     count_text, _, rest = first.partition(".")
     digest, sep, body = rest.partition(".")
@@ -680,7 +686,7 @@ def join_chunks(cookies: Mapping[str, str], base: str) -> str | None:
     parts = [body]
     for index in range(1, int(count_text)):
         part = cookies.get(_chunk_name(base, index))
-        if part is None:
+        if part is None or len(part) > COOKIE_BUDGET:
             return None
         parts.append(part)
     wire = "".join(parts)

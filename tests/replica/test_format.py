@@ -187,3 +187,28 @@ def test_a_shrinking_replica_clears_the_chunks_it_no_longer_uses() -> None:
     cleared = replica_set_cookies(options, None, True, held, https=False)
     assert len(cleared) == 3 and all("Max-Age=0" in h for h in cleared)
     assert replica_set_cookies(options, None, False, held, https=False) == []
+
+
+def test_a_chunk_longer_than_any_shoal_sends_makes_the_replica_ignored() -> None:
+    # A client can send chunks of any length; shoal's own never exceed the
+    # cookie budget, so a longer one is refused before its digest is computed.
+    wire = "12." + "A" * (4 * COOKIE_BUDGET)
+    cookies = _cookies_of(split_chunks(wire, "shoal", 3800))
+    assert join_chunks(cookies, "shoal") == wire
+    big = _cookies_of(split_chunks(wire, "shoal", 2 * COOKIE_BUDGET))
+    assert join_chunks(big, "shoal") is None
+
+
+def test_a_replica_over_replica_max_bytes_is_rejected_without_unsealing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rep, key = replicator(max_bytes=1000), key_for(new_id())
+    wire = replicator(max_bytes=65536).seal(key, record(blob=os.urandom(2000).hex()), gen=1, now=NOW)
+    assert wire is not None and len(wire) > 1000
+
+    def no_unsealing(text: str, context: bytes) -> bytes | None:
+        raise AssertionError("an oversized replica reached the sealer")
+
+    monkeypatch.setattr(rep.sealer, "open", no_unsealing)
+    assert rep.open(key, wire, NOW) is None
+    assert rep.stats.rejected == 1
