@@ -1,4 +1,7 @@
-"""``shoal demo``: the demo app in-process, then the real command in its own process.
+"""``shoal demo --script``: the demo app in-process, then the real command in its own process.
+
+The live cluster (``shoal demo`` without ``--script``) is tested in
+``test_demo_cluster.py`` and, in a browser, ``test_demo_browser.py``.
 
 The command runs as ``python -m shoal.cli`` exactly as a user runs it: real
 worker processes, real ports, a real SQLite file. Each run is bounded by a
@@ -8,15 +11,10 @@ timeout; nothing waits on the clock.
 from __future__ import annotations
 
 import os
-import queue
-import re
-import signal
 import subprocess
 import sys
-import threading
-import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import pytest
@@ -72,15 +70,18 @@ def test_demo_app_routes() -> None:
     assert missing.status_code == 400 and "item" in body(missing)["error"]
 
 
-def test_demo_refuses_a_per_process_store() -> None:
-    result = CliRunner().invoke(main, ["--store", "memory://", "demo"])
+@pytest.mark.parametrize(
+    "mode", [pytest.param([], id="live"), pytest.param(["--script"], id="script")]
+)
+def test_demo_refuses_a_per_process_store(mode: list[str]) -> None:
+    result = CliRunner().invoke(main, ["--store", "memory://", "demo", *mode])
     assert result.exit_code == 2
     assert "memory://" in result.stderr and "sqlite:///" in result.stderr
     assert "Traceback" not in result.output
 
 
 def test_demo_with_a_bad_store_fails_before_starting_workers() -> None:
-    result = CliRunner().invoke(main, ["demo", "--store", "sqlite:///dev/null/d.db"])
+    result = CliRunner().invoke(main, ["demo", "--store", "sqlite:///dev/null/d.db", "--script"])
     assert result.exit_code == 1
     assert "unavailable" in result.stderr and "Traceback" not in result.output
 
@@ -91,8 +92,8 @@ def test_demo_with_a_bad_store_fails_before_starting_workers() -> None:
 def test_demo_runs_and_ends_by_itself(tmp_path: Path, env: dict[str, str]) -> None:
     store = f"sqlite:///{tmp_path}/d.db"
     done = subprocess.run(
-        shoal_command("demo", "--store", store), env=env, capture_output=True, text=True,
-        timeout=TIMEOUT,
+        shoal_command("demo", "--script", "--nodes", "2", "--store", store), env=env,
+        capture_output=True, text=True, timeout=TIMEOUT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "session carried across 2 workers, 0 writes lost" in done.stdout
@@ -112,7 +113,7 @@ def test_demo_runs_and_ends_by_itself(tmp_path: Path, env: dict[str, str]) -> No
 def test_demo_json_and_its_workers_are_gone(tmp_path: Path, env: dict[str, str]) -> None:
     store = f"sqlite:///{tmp_path}/d.db"
     done = subprocess.run(
-        shoal_command("demo", "--json", "--workers", "3", "--store", store), env=env,
+        shoal_command("demo", "--script", "--json", "--workers", "3", "--store", store), env=env,
         capture_output=True, timeout=TIMEOUT,
     )
     assert done.returncode == 0, done.stderr
@@ -124,38 +125,3 @@ def test_demo_json_and_its_workers_are_gone(tmp_path: Path, env: dict[str, str])
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # stopped and reaped by the demo
-
-
-def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
-    for line in stream:
-        into.put(line)
-
-
-def test_demo_serve_until_ctrl_c(tmp_path: Path, env: dict[str, str]) -> None:
-    store = f"sqlite:///{tmp_path}/d.db"
-    server = subprocess.Popen(
-        shoal_command("demo", "--serve", "--port", "0", "--store", store), env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # A shell may start tests with SIGINT ignored; the server must see Ctrl-C.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        assert server.stdout is not None
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_lines, args=(server.stdout, lines), daemon=True).start()
-        banner = lines.get(timeout=TIMEOUT)
-        found = re.search(r"http://127\.0\.0\.1:(\d+)/", banner)
-        assert found, banner
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        request = urllib.request.Request(f"{found.group(0)}cart?item=apple", method="POST")
-        with opener.open(request, timeout=TIMEOUT) as response:
-            assert orjson.loads(response.read())["session"] == {"cart": ["apple"]}
-        server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=TIMEOUT) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=TIMEOUT)
-        for stream in (server.stdout, server.stderr):
-            if stream is not None:
-                stream.close()

@@ -1,14 +1,17 @@
-"""``shoal demo``: one session served by several worker processes, no sticky routing.
+"""``shoal demo``: one session served by several processes, no sticky routing.
 
-It starts ``--workers`` OS processes, each serving the demo app (``_demo_app``)
-with shoal on the same store, then plays a browser behind a load balancer
-that is *not* sticky: every request goes to the next worker in turn. It logs
-in, fills a cart, sends a burst of concurrent requests that each write their
-own key, reads everything back, logs out and replays the old cookies. A table
+By default it starts ``--nodes`` app processes and a round-robin front on
+``127.0.0.1:--port`` (``_front``), prints the URL and opens the page
+(``_cluster_app``, ``_demo_page``) until Ctrl-C or SIGTERM, which stop every
+process it started.
+
+``shoal demo --script`` starts as many worker processes serving the JSON demo
+app (``_demo_app``), then plays a browser behind a load balancer that is
+*not* sticky: every request goes to the next worker in turn. It logs in,
+fills a cart, sends a burst of concurrent requests that each write their own
+key, reads everything back, logs out and replays the old cookies. A table
 shows which process answered each request and what the session held; the
 command ends on its own and stops the processes it started.
-
-``shoal demo --serve`` serves the same app on one port until Ctrl-C instead.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import webbrowser
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +57,7 @@ from ._common import (
     store_options,
 )
 from ._demo_app import build_app
+from ._front import Cluster, FrontServer
 
 __all__ = ["demo"]
 
@@ -330,49 +335,96 @@ def _check_store(store_url: str, app_id: str, processes: int) -> str:
         store.close()
 
 
-def _serve(store_url: str, app_id: str, port: int) -> None:
-    """Serve the demo app on one port until Ctrl-C."""
-    url = _check_store(store_url, app_id, processes=1)
-    app = build_app(SessionManager(store_url, app_id=app_id))
+class _Stopped(Exception):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def _open_browser(url: str) -> None:
+    """Best effort: a machine without a browser still runs the demo."""
     try:
-        server = make_server(HOST, port, app, server_class=_ThreadingServer)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise CliError(f"cannot listen on {HOST}:{port}: {reason}; pass another --port") from None
-    base = f"http://{HOST}:{server.server_port}"
-    console = new_console()
-    console.print(
-        f"shoal demo app on {base}/ (store {url}, app {app_id}); Ctrl-C stops", soft_wrap=True
-    )
-    console.print(f"  try: curl -c jar -b jar -X POST '{base}/cart?item=apple'")
-    console.print(f"       curl -c jar -b jar {base}/")
+        webbrowser.open(url)
+    except Exception:  # webbrowser raises its own Error, or OSError from a launcher
+        pass
+
+
+def _run_cluster(
+    store_url: str, app_id: str, nodes: int, port: int, *, browser: bool
+) -> None:
+    """The nodes and the front, until Ctrl-C or SIGTERM; then every child is stopped."""
+    url = _check_store(store_url, app_id, processes=nodes)
+    cluster = Cluster(store_url, app_id, nodes)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    front: FrontServer | None = None
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        console.print("stopped")
+        cluster.start_all()
+        try:
+            front = FrontServer(port, cluster)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise CliError(
+                f"cannot listen on {HOST}:{port}: {reason}; pass another --port"
+            ) from None
+        threading.Thread(target=front.serve_forever, daemon=True).start()
+        base = f"http://{HOST}:{front.server_address[1]}/"
+        console = new_console()
+        console.print(
+            f"shoal demo: {base} ({plural(nodes, 'node')}, store {url}, app {app_id}); "
+            "Ctrl-C stops",
+            soft_wrap=True,
+        )
+        console.print(
+            "  each request goes to the next node; the session lives in the store, so any "
+            "node serves it",
+            soft_wrap=True,
+        )
+        if browser:
+            _open_browser(base)
+        while True:  # the front serves in its thread; this one waits for a signal
+            time.sleep(3600)
+    except (KeyboardInterrupt, _Stopped):
+        new_console().print("stopped")
     finally:
-        server.server_close()
+        if front is not None:
+            front.shutdown()
+            front.server_close()
+        cluster.stop_all()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("demo")
 @store_options
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(2, 16),
-              help="Worker processes sharing the store.")
-@click.option("--serve", is_flag=True, help="Serve the demo app on one port until Ctrl-C.")
+@click.option("--nodes", "--workers", "nodes", default=3, show_default=True,
+              type=click.IntRange(2, 16), help="App processes sharing the store.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-              help="Port for --serve (on 127.0.0.1).")
+              help="Port of the round-robin front on 127.0.0.1 (0: any free port).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser.")
+@click.option("--script", is_flag=True,
+              help="Play one scripted visit, print a table and exit instead.")
+@click.option("--serve", is_flag=True, hidden=True)  # the default now; kept for old scripts
 @json_option
 @click.pass_obj
-def demo(settings: Settings, workers: int, serve: bool, port: int, as_json: bool) -> None:
-    """Watch one session served by several worker processes.
+def demo(
+    settings: Settings, nodes: int, port: int, no_browser: bool, script: bool, serve: bool,
+    as_json: bool,
+) -> None:
+    """A live cluster in the browser: NODES processes behind a non-sticky front.
 
-    Runs on the embedded SQLite store (or --store), stores its sessions under
-    app id "demo" unless --app-id is given, and ends by itself.
+    Serves on http://127.0.0.1:PORT/ until Ctrl-C, on the embedded SQLite
+    store (or --store), with sessions under app id "demo" unless --app-id is
+    given. With --script it plays one visit instead, prints what each
+    process saw, and ends by itself.
     """
     app_id = settings.app_id or "demo"
-    if serve:
-        _serve(settings.store_url, app_id, port)
+    if as_json and not script:
+        raise BadInput("--json goes with --script: the live demo prints no report")
+    if not script:
+        _run_cluster(settings.store_url, app_id, nodes, port, browser=not no_browser)
         return
+    workers = nodes
     url = _check_store(settings.store_url, app_id, processes=workers)
     started = start_workers(settings.store_url, app_id, workers)
     try:

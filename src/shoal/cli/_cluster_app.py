@@ -1,0 +1,227 @@
+"""The app every node of ``shoal demo`` serves: one page, its JSON, the race routes.
+
+    GET  /                      the page (counts a visit)
+    GET  /state.json            what the page shows, read-only: node, session, cart
+    POST /login   user=NAME     rotate the id, remember NAME for ``LOGIN_TTL`` seconds
+    POST /logout                end the session
+    POST /cart    item=NAME     append NAME to the cart
+    POST /race/POLICY/start     a fresh session for one concurrency run
+    POST /race/POLICY/hit?n=N   one of the run's concurrent writes
+    GET  /race/POLICY/count     what the run's session kept
+
+A form post from a browser (``Accept: text/html``) is answered with a 303 to
+``/``, so the page works without JavaScript; any other client (the page's
+``fetch``, curl) gets the state as JSON.
+
+Every node builds the same app with its own ``node_id``; the nodes share
+nothing but the store and the replica's secret key, so any node can serve
+any request of any session.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from ..ids import hash_id, session_ref
+from ..manager import SessionManager
+from ..session import Session
+from ..wsgi import SessionMiddleware
+from ._demo_page import render_page
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ..sealing import Secret
+
+__all__ = ["BURST", "LOGIN_TTL", "POLICIES", "NodeApp"]
+
+LOGIN_TTL = 20  # seconds: the sign-in expires by itself, the cart stays
+BURST = 50  # concurrent writes per policy in one race
+POLICIES = ("lossy", "merge", "optimistic", "serialized")
+# Each run's writes: "own key" runs write hit_N (one key per request), the
+# others do count += 1 on one key. Merge keeps writes to *different* keys, so
+# it is shown on those; on a shared counter it would lose them, as documented.
+OWN_KEY = frozenset({"lossy", "merge"})
+MAX_FORM = 4096  # bytes of a form body read; the demo's forms are tiny
+
+
+def _read_form(environ: WSGIEnvironment) -> dict[str, str]:
+    fields = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if 0 < length <= MAX_FORM:
+        body = environ["wsgi.input"].read(length).decode("utf-8", "replace")
+        fields.update(parse_qsl(body))
+    return fields
+
+
+def _wants_html(environ: WSGIEnvironment) -> bool:
+    return "text/html" in environ.get("HTTP_ACCEPT", "")
+
+
+class NodeApp:
+    """The WSGI app of one node: the page on ``merge``, one manager per race policy."""
+
+    def __init__(
+        self,
+        store_url: str,
+        *,
+        app_id: str,
+        node_id: str,
+        secret_keys: Sequence[str | bytes | Secret],
+        nodes: Sequence[str],
+    ) -> None:
+        self.node_id = node_id
+        self.nodes = list(nodes)
+        common: dict[str, Any] = {
+            "app_id": app_id, "node_id": node_id, "replica": True, "secret_keys": secret_keys,
+            # serialized waiters line up BURST deep on one session
+            "lock_timeout": 30.0,
+        }  # fmt: skip
+        self.manager = SessionManager(store_url, policy="merge", **common)
+        lossy = SessionManager(store_url, policy="lossy", **common)
+        optimistic = SessionManager(store_url, policy="optimistic", **common)
+        self.managers = [self.manager, lossy, optimistic]
+        page = SessionMiddleware(self._page, self.manager)
+        # Each conflict of a run means another of its BURST requests saved,
+        # so BURST - 1 re-runs always suffice for every request to get through.
+        self._by_policy: dict[str, WSGIApplication] = {
+            "lossy": SessionMiddleware(self._race, lossy),
+            "merge": page,
+            "optimistic": SessionMiddleware(self._race, optimistic, retry_conflicts=BURST),
+            "serialized": page,  # session.lock() in the route: per-request serialized
+        }
+        self._page_app = page
+
+    def close(self) -> None:
+        for manager in self.managers:
+            manager.close()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path.startswith("/race/"):
+            policy = path.split("/")[2]
+            if policy in self._by_policy:
+                return self._by_policy[policy](environ, start_response)
+        return self._page_app(environ, start_response)
+
+    # -- the page ----------------------------------------------------------------
+
+    def _page(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path.startswith("/race/"):
+            return self._race(environ, start_response)
+        method = environ["REQUEST_METHOD"]
+        session: Session = environ["shoal.session"]
+        route = _ACTIONS.get(path) if method == "POST" else None
+        if method == "GET" and path == "/":
+            session["visits"] = session.get("visits", 0) + 1
+            state = self.state(session)  # before start_response: shoal saves there
+            body = render_page(state, self.nodes).encode()
+            return _answer(start_response, "200 OK", body, "text/html; charset=utf-8")
+        if method == "GET" and path == "/state.json":
+            return _json(start_response, "200 OK", self.state(session))
+        if route is None:
+            return _json(start_response, "404 Not Found", {"error": "no such route"})
+        try:
+            route(session, _read_form(environ))
+        except KeyError as missing:
+            return _json(start_response, "400 Bad Request", {"error": f"missing {missing}"})
+        if _wants_html(environ):  # a form without JavaScript: back to the page
+            start_response("303 See Other", [("Location", "/"), ("Content-Length", "0")])
+            return [b""]
+        return _json(start_response, "200 OK", self.state(session))
+
+    def state(self, session: Session) -> dict[str, Any]:
+        """What the page shows; reads the session, never writes it."""
+        data = dict(session)
+        user = data.get("user")
+        restored = sum((m.replica_stats.restored if m.replica_stats else 0) for m in self.managers)
+        return {
+            "node": self.node_id,
+            "pid": os.getpid(),
+            "now": time.time(),
+            # the hash of the id, shortened: the id itself is a credential
+            "session": (
+                None if session.is_new and not data
+                else "a new id, at the end of this request" if session.rotated
+                else session_ref(hash_id(session.id))
+            ),  # fmt: skip
+            "data": data,
+            "user": user if isinstance(user, dict) else None,
+            "visits": data.get("visits", 0),
+            "cart": data.get("cart", []),
+            "restored": restored,
+        }
+
+    # -- the race ----------------------------------------------------------------
+
+    def _race(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        parts = (environ.get("PATH_INFO") or "").split("/")  # "", "race", policy, step
+        policy, step = (parts[2], parts[3]) if len(parts) == 4 else ("", "")
+        session: Session = environ["shoal.session"]
+        if policy == "serialized" and step == "hit":
+            session.lock()  # before any access: this request runs alone
+        if policy not in POLICIES:
+            return _json(start_response, "404 Not Found", {"error": "no such policy"})
+        if step == "start" and environ["REQUEST_METHOD"] == "POST":
+            session["race"] = policy
+            if policy not in OWN_KEY:
+                session["count"] = 0
+        elif step == "hit" and environ["REQUEST_METHOD"] == "POST":
+            if policy in OWN_KEY:
+                n = dict(parse_qsl(environ.get("QUERY_STRING", ""))).get("n", "0")
+                session[f"hit_{n}"] = 1
+            else:
+                session["count"] = session.get("count", 0) + 1
+        elif step != "count" or environ["REQUEST_METHOD"] != "GET":
+            return _json(start_response, "404 Not Found", {"error": "no such step"})
+        data = dict(session)
+        count = (
+            sum(1 for key in data if key.startswith("hit_"))
+            if policy in OWN_KEY
+            else int(data.get("count", 0))
+        )
+        return _json(start_response, "200 OK", {"node": self.node_id, "count": count})
+
+
+def _login(session: Session, form: dict[str, str]) -> None:
+    name = form["user"].strip()[:40] or "guest"
+    session.rotate()  # a new id at sign-in: an id planted before it is now useless
+    session.set("user", {"name": name, "until": time.time() + LOGIN_TTL}, ttl=LOGIN_TTL)
+
+
+def _logout(session: Session, form: dict[str, str]) -> None:
+    session.invalidate()
+
+
+def _add_to_cart(session: Session, form: dict[str, str]) -> None:
+    item = form["item"].strip()[:40]
+    if item:
+        session["cart"] = [*session.get("cart", []), item]
+
+
+_ACTIONS: dict[str, Callable[[Session, dict[str, str]], None]] = {
+    "/login": _login,
+    "/logout": _logout,
+    "/cart": _add_to_cart,
+}
+
+
+def _answer(start_response: StartResponse, status: str, body: bytes, kind: str) -> list[bytes]:
+    start_response(status, [
+        ("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
+    ])  # fmt: skip
+    return [body]
+
+
+def _json(start_response: StartResponse, status: str, value: Any) -> list[bytes]:
+    return _answer(start_response, status, orjson.dumps(value), "application/json")

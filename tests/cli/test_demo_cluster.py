@@ -1,0 +1,144 @@
+"""``shoal demo``, the live cluster: the node app in-process, then the real command.
+
+The command runs as ``python -m shoal.cli demo --no-browser --port 0`` with
+real node processes and a real SQLite file under the test's tmp dir; every
+request and every wait is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from werkzeug.test import Client, TestResponse
+
+from shoal.cli._cluster_app import BURST, LOGIN_TTL, NodeApp
+from shoal.cookies import CookieOptions
+
+from ._live_demo import TIMEOUT, live_demo
+
+KEY = "k" * 20 + "ey-for-the-node-app-tests"
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def node() -> NodeApp:
+    return NodeApp(
+        "memory://", app_id="demo", node_id="node-7", secret_keys=[KEY], nodes=["node-7"]
+    )
+
+
+def state(response: TestResponse) -> Any:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return orjson.loads(response.get_data())
+
+
+def test_page_names_the_node_and_counts_visits(node: NodeApp) -> None:
+    client = Client(node)
+    page = client.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    assert 'name="viewport"' in text and "node-7" in text
+    assert state(client.get("/state.json"))["visits"] == 1
+    client.get("/")
+    answer = state(client.get("/state.json"))
+    assert answer["node"] == "node-7" and answer["visits"] == 2
+    cookie = client.get_cookie(CookieOptions().name)
+    assert cookie is not None
+    assert cookie.value not in text and len(answer["session"]) == 12  # a hash ref, never the id
+
+
+def test_sign_in_rotates_and_expires_while_the_cart_stays(node: NodeApp) -> None:
+    client = Client(node)
+    state(client.post("/cart", data={"item": "apple"}, headers=JSON))
+    before = client.get_cookie(CookieOptions().name)
+    signed = state(client.post("/login", data={"user": "alice"}, headers=JSON))
+    assert signed["user"]["name"] == "alice"
+    assert 0 < signed["user"]["until"] - time.time() <= LOGIN_TTL
+    after = client.get_cookie(CookieOptions().name)
+    assert before is not None and after is not None and after.value != before.value
+    assert state(client.get("/state.json"))["cart"] == ["apple"]
+    # The per-key TTL is the store's clock's business; a manual clock is tested in
+    # tests/unit. Here: the key was written with a ttl, the cart without one.
+    assert set(state(client.get("/state.json"))["data"]) == {"cart", "user"}
+
+
+def test_forms_without_javascript_redirect_to_the_page(node: NodeApp) -> None:
+    client = Client(node)
+    answer = client.post("/cart", data={"item": "pear"}, headers={"Accept": "text/html"})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/"
+    assert state(client.get("/state.json"))["cart"] == ["pear"]
+    assert state(client.post("/logout", headers=JSON))["cart"] == []
+    assert client.post("/cart", headers=JSON).status_code == 400
+    assert client.get("/nowhere").status_code == 404
+
+
+@pytest.mark.parametrize("policy", ["lossy", "merge", "optimistic", "serialized"])
+def test_race_routes(node: NodeApp, policy: str) -> None:
+    client = Client(node)
+    assert state(client.post(f"/race/{policy}/start", headers=JSON))["count"] == 0
+    for n in range(3):
+        client.post(f"/race/{policy}/hit?n={n}", headers=JSON)
+    assert state(client.get(f"/race/{policy}/count"))["count"] == 3
+    assert client.get("/race/nonsense/count").status_code == 404
+
+
+# -- the command, for real ------------------------------------------------------------
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_round_robin_then_a_signal_stops_every_child(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    with live_demo(tmp_path, "--nodes", "3") as demo:
+        pids = demo.child_pids()
+        assert len(pids) == 3
+        served = [demo.request("GET", "/state.json")["node"] for _ in range(3)]
+        assert sorted(served) == ["node-1", "node-2", "node-3"]  # consecutive: all different
+        demo.process.send_signal(stop)
+        assert demo.process.wait(timeout=TIMEOUT) == 0
+        assert demo.process.stderr is not None and demo.process.stderr.read() == ""
+    for pid in pids:
+        assert gone(pid), f"node pid {pid} outlived the demo"
+
+
+def test_a_dead_node_a_flushed_store_and_the_race(tmp_path: Path) -> None:
+    with live_demo(tmp_path, "--nodes", "3") as demo:
+        demo.request("POST", "/cart", item="apple")
+        demo.request("POST", "/login", user="alice")
+        ref = demo.request("GET", "/state.json")["session"]
+
+        status = demo.request("POST", "/_demo/nodes/node-2/kill")
+        assert [n["up"] for n in status["nodes"]] == [True, False, True]
+        seen = {demo.request("POST", "/cart", item=f"i{n}")["node"] for n in range(4)}
+        assert seen == {"node-1", "node-3"}  # the front skips the dead node
+        now = demo.request("GET", "/state.json")
+        assert now["session"] == ref and now["cart"] == ["apple", "i0", "i1", "i2", "i3"]
+        assert now["user"]["name"] == "alice"
+        status = demo.request("POST", "/_demo/nodes/node-2/start")
+        assert all(n["up"] for n in status["nodes"])
+
+        assert demo.request("POST", "/_demo/flush")["deleted"] >= 1
+        assert demo.status()["records"] == 0
+        back = demo.request("GET", "/state.json")  # brings the replica: written back
+        assert back["session"] == ref and back["cart"] == now["cart"]
+        assert demo.status()["records"] == 1
+
+        race = demo.request("POST", "/_demo/race")
+        kept = {r["policy"]: r["count"] for r in race["results"]}
+        assert kept["merge"] == kept["optimistic"] == kept["serialized"] == BURST
+        assert 0 < kept["lossy"] <= BURST and race["errors"] == 0
+        assert demo.status()["race"] == race
