@@ -8,9 +8,10 @@ memory), or whose store cannot be reached, the replica brings the session
 back. With ``replica="only"`` there is no store at all: the replica is the
 session (a stateless encrypted cookie session).
 
-Everything here is transport-neutral (no WSGI, no ASGI): ``ReplicaStore``
-sits between the manager and the real store for one request, and the cookie
-helpers at the end turn a replica into ``Set-Cookie`` values and back.
+Everything here is transport-neutral (no WSGI, no ASGI, no cookies):
+``ReplicaStore`` sits between the manager and the real store for one
+request. ``shoal.transports`` carries the sealed wire in cookies (chunked
+when large) and back.
 
 Ordering: a session carries a *generation*, ``_shoal.gen``, bumped by every
 write; it is kept as a field in the store (hidden from the ``Session``) and
@@ -34,7 +35,6 @@ replica could otherwise bring a consumed token back after a store flush.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import struct
 import threading
@@ -42,7 +42,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from .cookies import CookieOptions, clear_cookie_header, set_cookie_header
 from .errors import ConfigError, StoreUnavailable
 from .ids import hash_id, session_ref
 from .sealing import Sealer, Secret
@@ -76,10 +75,6 @@ __all__ = [
     "ReplicaStats",
     "ReplicaStore",
     "Replicator",
-    "join_chunks",
-    "replica_chunk_names",
-    "replica_set_cookies",
-    "split_chunks",
 ]
 
 log = logging.getLogger("shoal")
@@ -87,9 +82,6 @@ log = logging.getLogger("shoal")
 GEN_FIELD: Final = "_shoal.gen"
 """The reserved store field holding the session's generation."""
 
-COOKIE_BUDGET: Final = 3900
-"""Bytes per replica cookie, name and attributes included (browsers keep 4096)."""
-MAX_CHUNKS: Final = 32
 MIN_MAX_BYTES: Final = 512
 MAX_MAX_BYTES: Final = 65536
 _SNAP_FORMAT: Final = 1
@@ -645,101 +637,3 @@ class ReplicaStore:
 
     def close(self) -> None:
         """Nothing to release: the real store belongs to the manager."""
-
-
-# -- cookies ------------------------------------------------------------------------
-
-
-def _chunk_name(base: str, index: int) -> str:
-    return f"{base}_r{index}"
-
-
-def _digest(wire: str) -> str:
-    return hashlib.sha256(wire.encode("ascii")).hexdigest()[:12]
-
-
-def replica_chunk_names(cookies: Mapping[str, str], base: str) -> list[str]:
-    """The replica cookies the client sent (``<base>_r0``, ``<base>_r1``, ...)."""
-    return [
-        name
-        for name in (_chunk_name(base, i) for i in range(MAX_CHUNKS))
-        if name in cookies
-    ]
-
-
-def join_chunks(cookies: Mapping[str, str], base: str) -> str | None:
-    """The replica spread over the client's chunk cookies; None if any is off.
-
-    Chunk 0 starts with ``<count>.<digest>.``: a missing chunk, a chunk from
-    another replica, or chunks in another order fail the count or the digest
-    (and would fail authentication after that anyway). A chunk longer than
-    ``COOKIE_BUDGET`` is none that shoal sent: refused before any hashing,
-    so what a client can make shoal join is bounded.
-    """
-    first = cookies.get(_chunk_name(base, 0))
-    if not first or len(first) > COOKIE_BUDGET:
-        return None
-    count_text, _, rest = first.partition(".")
-    digest, sep, body = rest.partition(".")
-    if not sep or not count_text.isdigit() or not 1 <= int(count_text) <= MAX_CHUNKS:
-        return None
-    parts = [body]
-    for index in range(1, int(count_text)):
-        part = cookies.get(_chunk_name(base, index))
-        if part is None or len(part) > COOKIE_BUDGET:
-            return None
-        parts.append(part)
-    wire = "".join(parts)
-    try:
-        if _digest(wire) != digest:
-            return None
-    except UnicodeEncodeError:
-        return None
-    return wire
-
-
-def split_chunks(wire: str, base: str, per_cookie: int) -> list[tuple[str, str]]:
-    """``(cookie name, value)`` pairs carrying ``wire``, each value at most ``per_cookie``."""
-    head = f"{_digest(wire)}."
-    # The count prefix is at most two digits (MAX_CHUNKS); reserve them.
-    size = per_cookie - len(head) - 3
-    if size < 64:
-        raise ValueError(f"cookie attributes leave {per_cookie} bytes per replica cookie")
-    pieces = [wire[i : i + per_cookie] for i in range(size, len(wire), per_cookie)]
-    count = 1 + len(pieces)
-    if count > MAX_CHUNKS:
-        raise ValueError(f"replica needs {count} cookies, more than {MAX_CHUNKS}")
-    first = f"{count}.{head}{wire[:size]}"
-    return [(_chunk_name(base, 0), first)] + [
-        (_chunk_name(base, i), piece) for i, piece in enumerate(pieces, start=1)
-    ]
-
-
-def replica_set_cookies(
-    options: CookieOptions,
-    wire: str | None,
-    clear: bool,
-    present: Sequence[str],
-    *,
-    https: bool,
-) -> list[str]:
-    """``Set-Cookie`` values that send ``wire`` and drop chunks no longer used."""
-    headers: list[str] = []
-    sent: set[str] = set()
-    if wire is not None:
-        longest = _chunk_name(options.name, MAX_CHUNKS - 1)
-        overhead = len(set_cookie_header(options, "", https=https, name=longest))
-        try:
-            pairs = split_chunks(wire, options.name, COOKIE_BUDGET - overhead)
-        except ValueError as exc:
-            # Only with cookie attributes of several KB: send none rather than fail.
-            log.warning("replica not sent: %s", exc)
-            pairs, clear = [], True
-        for name, value in pairs:
-            headers.append(set_cookie_header(options, value, https=https, name=name))
-            sent.add(name)
-    if wire is not None or clear:
-        for name in present:
-            if name not in sent:
-                headers.append(clear_cookie_header(options, https=https, name=name))
-    return headers

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._replay import UnreadableBody, capture
-from .cookies import clear_cookie_header, parse_cookie_header, set_cookie_header
 from .errors import (
     ConfigError,
     ConflictError,
@@ -32,10 +31,10 @@ from .errors import (
     StoreUnavailable,
 )
 from .manager import CommitOutcome, SessionManager
-from .replica import join_chunks, replica_chunk_names, replica_set_cookies
 from .session import Session
+from .transports import ANSWERED, CookieTransport, Incoming, Transport, error_response
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware"]
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "answer_error", "error_response"]
 
 log = logging.getLogger("shoal")
 
@@ -48,23 +47,38 @@ if TYPE_CHECKING:
 Headers = list[tuple[str, str]]
 
 
-# The errors the middleware answers itself: the store's state, not a bug. Every
-# other ShoalError propagates (``_log_misuse``). Rejected: a plain 500 of
-# our own, which would hide the traceback from the framework's error handler,
-# its debugger and the server's log.
-_ANSWERED = (StoreUnavailable, LockTimeout, ConflictError, LockLost)
+def answer_error(
+    manager: SessionManager,
+    session: Session,
+    exc: StoreUnavailable | LockTimeout | ConflictError | LockLost,
+) -> tuple[str, Headers, bytes]:
+    """Roll ``session`` back and log ``exc``; the response that replaces the application's.
 
-
-def error_response(exc: ShoalError) -> tuple[str, Headers, bytes]:
-    """The HTTP answer for one of the ``_ANSWERED`` errors."""
-    if isinstance(exc, LockTimeout):
-        retry = max(1, round(exc.waited))
-        return "503 Service Unavailable", [("Retry-After", str(retry))], b"Session busy, retry.\n"
-    if isinstance(exc, ConflictError | LockLost):
-        return "409 Conflict", [], b"Session changed concurrently, retry.\n"
+    Logged in one line, never with a traceback (the message carries the
+    driver's error). A ``StoreUnavailable`` that is ``reported`` belongs to an
+    outage the store's circuit breaker has logged (opened, a summary every
+    30 s, closed): it goes to DEBUG, so an outage writes a handful of
+    records, not one per request. Rejected: a WARNING with the chained
+    traceback per request, which buried an outage of seconds under a
+    thousand traceback lines. Shared by the WSGI middleware and the
+    framework adapters.
+    """
     if isinstance(exc, StoreUnavailable):
-        return "503 Service Unavailable", [("Retry-After", "1")], b"Session store unavailable.\n"
-    raise ValueError(f"{type(exc).__name__} is not answered by the middleware") from exc
+        level = logging.DEBUG if exc.reported else logging.WARNING
+    else:
+        level = logging.INFO
+    log.log(level, "session error, answering with an error: %s", exc)
+    try:
+        manager.rollback(session)
+    except ShoalError as cleanup:
+        # Releasing the lease of a store that just failed fails too: the
+        # same outage, already said.
+        said = isinstance(cleanup, StoreUnavailable) and (
+            cleanup.reported or isinstance(exc, StoreUnavailable)
+        )
+        level = logging.DEBUG if said else logging.WARNING
+        log.log(level, "session rollback failed too: %s", cleanup)
+    return error_response(exc)
 
 
 def _log_misuse(exc: ShoalError) -> None:
@@ -102,6 +116,7 @@ class SessionMiddleware:
         self.manager = manager
         self.retry_conflicts = retry_conflicts
         self.max_replay_body = max_replay_body
+        self.transport = CookieTransport(manager.cookie, replica=bool(manager.replica))
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -130,24 +145,21 @@ class SessionMiddleware:
         self, environ: WSGIEnvironment, start_response: StartResponse, *, retry: bool
     ) -> Iterable[bytes] | None:
         """One run of the application; None when it must run again (``retry``)."""
-        cookie_name = self.manager.cookie.name
-        cookies = parse_cookie_header(environ.get("HTTP_COOKIE", ""))
-        client_id = cookies.get(cookie_name)
-        # The replica cookies the client holds: read to restore, cleared when stale.
-        held = replica_chunk_names(cookies, cookie_name) if self.manager.replica else []
-        wire = join_chunks(cookies, cookie_name) if held else None
-        session = self.manager.begin(client_id, replica=wire)
+        incoming = self.transport.read_cookie_header(environ.get("HTTP_COOKIE", ""))
+        session = self.manager.begin(incoming.session_id, replica=incoming.replica)
         session._set_end("when the response started", "set session values before start_response")
         environ[ENVIRON_KEY] = session
         https = environ.get("wsgi.url_scheme") == "https"
-        state = _Exchange(self.manager, session, start_response, https, defer_conflict=retry)
-        state.replica_chunks = held
+        state = _Exchange(
+            self.manager, self.transport, session, incoming, start_response, https,
+            defer_conflict=retry,
+        )  # fmt: skip
         try:
             body = self.app(environ, state.start_response)
             chunks = iter(body)
             # An app may call start_response only when its body is iterated.
             first = next(chunks, None) if not state.started else None
-        except _ANSWERED as exc:
+        except ANSWERED as exc:
             state.abort(exc)
             return [state.error_body]
         except ShoalError as exc:
@@ -173,14 +185,18 @@ class _Exchange:
     def __init__(
         self,
         manager: SessionManager,
+        transport: Transport,
         session: Session,
+        incoming: Incoming,
         start: StartResponse,
         https: bool,
         *,
         defer_conflict: bool = False,
     ) -> None:
         self.manager = manager
+        self.transport = transport
         self.session = session
+        self.incoming = incoming
         self.start = start
         self.https = https
         self.defer_conflict = defer_conflict  # a conflict re-runs the request: send nothing
@@ -190,7 +206,6 @@ class _Exchange:
         self.conflict = False  # the commit conflicted and the run is abandoned
         self.error_body = b""
         self.misuse_logged = False  # a misuse at commit was logged on its way out
-        self.replica_chunks: list[str] = []  # replica cookie names the client sent
 
     def start_response(
         self, status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
@@ -204,7 +219,7 @@ class _Exchange:
             return self.start(status, headers, exc_info)
         try:
             outcome = self._commit()
-        except _ANSWERED as exc:
+        except ANSWERED as exc:
             if self.defer_conflict and isinstance(exc, ConflictError):
                 # The server's start_response was not called: the middleware
                 # can run the request again and send only that response.
@@ -222,31 +237,17 @@ class _Exchange:
             self.misuse_logged = True
             raise
         self.sent = True
-        return self.start(status, [*headers, *self._cookie_headers(outcome)])
+        # The response depends on a loaded session: shared caches must not reuse it.
+        ours = self.transport.response_headers(
+            outcome, self.incoming, https=self.https, vary=self.session.loaded
+        )
+        return self.start(status, [*headers, *ours])
 
     def _commit(self) -> CommitOutcome:
         if self.closed:
             return CommitOutcome()
         self.closed = True
         return self.manager.commit(self.session)
-
-    def _cookie_headers(self, outcome: CommitOutcome) -> Headers:
-        headers: Headers = []
-        options = self.manager.cookie
-        if outcome.send_id is not None:
-            headers.append(
-                ("Set-Cookie", set_cookie_header(options, outcome.send_id, https=self.https))
-            )
-        elif outcome.clear:
-            headers.append(("Set-Cookie", clear_cookie_header(options, https=self.https)))
-        for value in replica_set_cookies(
-            options, outcome.replica, outcome.clear_replica, self.replica_chunks, https=self.https
-        ):
-            headers.append(("Set-Cookie", value))
-        if self.session.loaded:
-            # The response depends on the session: shared caches must not reuse it.
-            headers.append(("Vary", "Cookie"))
-        return headers
 
     def rollback(self) -> None:
         if not self.closed:
@@ -263,35 +264,10 @@ class _Exchange:
             log.warning("session rollback failed too: %s", cleanup)
 
     def abort(self, exc: StoreUnavailable | LockTimeout | ConflictError | LockLost) -> None:
-        """Answer with the error's status instead of the application's response.
-
-        Logged in one line, never with a traceback (the message carries the
-        driver's error). A ``StoreUnavailable`` that is ``reported`` belongs
-        to an outage the store's circuit breaker has logged (opened, a
-        summary every 30 s, closed): it goes to DEBUG, so an outage writes a
-        handful of records, not one per request. Rejected: a WARNING with the
-        chained traceback per request, which buried an outage of seconds
-        under a thousand traceback lines.
-        """
-        if isinstance(exc, StoreUnavailable):
-            level = logging.DEBUG if exc.reported else logging.WARNING
-        else:
-            level = logging.INFO
-        log.log(level, "session error, answering with an error: %s", exc)
-        try:
-            self.rollback()
-        except ShoalError as cleanup:
-            # Releasing the lease of a store that just failed fails too: the
-            # same outage, already said.
-            said = isinstance(cleanup, StoreUnavailable) and (
-                cleanup.reported or isinstance(exc, StoreUnavailable)
-            )
-            level = logging.DEBUG if said else logging.WARNING
-            log.log(level, "session rollback failed too: %s", cleanup)
-        status, headers, body = error_response(exc)
+        """Answer with the error's status instead of the application's response."""
+        self.closed = True
+        status, headers, body = answer_error(self.manager, self.session, exc)
         self.error_body = body
-        headers = [("Content-Type", "text/plain; charset=utf-8"), *headers]
-        headers.append(("Content-Length", str(len(body))))
         # Replacing a response already handed to the server needs exc_info.
         exc_info = sys.exc_info() if self.sent else None
         self.sent = True

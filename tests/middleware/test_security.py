@@ -17,7 +17,7 @@ import pytest
 
 from shoal import SessionManager
 from shoal.ids import new_id
-from shoal.replica import replica_set_cookies
+from shoal.transports import replica_set_cookies
 from shoal.stores.sqlite import SQLiteStore
 from shoal.wsgi import SessionMiddleware
 

@@ -10,17 +10,16 @@ import pytest
 from shoal import CookieOptions
 from shoal.codec import JsonCodec, encode_field
 from shoal.ids import hash_id, new_id
-from shoal.replica import (
+from shoal.replica import Replicator, wire_gen
+from shoal.stores._state import StoredRecord
+from shoal.stores.base import RecordKey
+from shoal.transports import (
     COOKIE_BUDGET,
-    Replicator,
     join_chunks,
     replica_chunk_names,
     replica_set_cookies,
     split_chunks,
-    wire_gen,
 )
-from shoal.stores._state import StoredRecord
-from shoal.stores.base import RecordKey
 
 from ._apps import NEW_KEY, OLD_KEY, OTHER_KEY
 

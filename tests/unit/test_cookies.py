@@ -20,7 +20,7 @@ from shoal.cookies import (
     parse_cookie_header,
     set_cookie_header,
 )
-from shoal.replica import replica_set_cookies
+from shoal.transports import replica_set_cookies
 
 
 def attributes(header: str) -> tuple[str, dict[str, str]]:
@@ -160,6 +160,7 @@ def test_an_oversized_cookie_header_is_ignored(header: str, expected: dict[str, 
 
 
 def test_the_header_limit_leaves_room_for_the_largest_replica() -> None:
-    from shoal.replica import COOKIE_BUDGET, MAX_CHUNKS, MAX_MAX_BYTES
+    from shoal.replica import MAX_MAX_BYTES
+    from shoal.transports import COOKIE_BUDGET, MAX_CHUNKS
 
     assert MAX_COOKIE_HEADER >= MAX_MAX_BYTES + MAX_CHUNKS * 64 + COOKIE_BUDGET

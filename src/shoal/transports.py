@@ -1,0 +1,254 @@
+"""Transports: how a request carries its session, and how a response hands it back.
+
+Pure (no I/O, no framework): a transport turns what the client sent into an
+``Incoming`` (the session id, the joined replica, the replica cookies held)
+and a commit's ``CommitOutcome`` into response headers. The WSGI middleware
+and the framework adapters (``shoal.flask``) only map their request and
+response objects onto it, so every one of them frames cookies, replica
+chunks and ``Vary`` the same way, and an ASGI middleware can reuse it as is.
+
+A transport reads headers through a ``HeaderGetter`` (a header name in its
+usual spelling, ``"Cookie"``, to its value or None), so a transport that
+carries the id in a header of its own (``X-Session-Id``, for API clients)
+fits the same ``Transport`` protocol. Only ``CookieTransport`` exists today.
+
+The replica travels in cookies ``<name>_r0``, ``<name>_r1``, ...: chunk 0
+starts with ``<count>.<digest>.`` so a missing, foreign or reordered chunk
+is detected before the replica is opened (``shoal.replica`` seals it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
+
+from .cookies import CookieOptions, clear_cookie_header, parse_cookie_header, set_cookie_header
+from .errors import ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .manager import CommitOutcome
+
+__all__ = [
+    "ANSWERED",
+    "COOKIE_BUDGET",
+    "MAX_CHUNKS",
+    "CookieTransport",
+    "HeaderGetter",
+    "Headers",
+    "Incoming",
+    "Transport",
+    "error_response",
+    "join_chunks",
+    "replica_chunk_names",
+    "replica_set_cookies",
+    "split_chunks",
+]
+
+log = logging.getLogger("shoal")
+
+Headers = list[tuple[str, str]]
+HeaderGetter = Callable[[str], str | None]
+"""A request header's value by name (``"Cookie"``), or None when absent."""
+
+COOKIE_BUDGET: Final = 3900
+"""Bytes per replica cookie, name and attributes included (browsers keep 4096)."""
+MAX_CHUNKS: Final = 32
+
+# The errors a transport answers itself: the store's state, not a bug. Every
+# other ShoalError propagates to the framework. Rejected: a plain 500 of our
+# own, which would hide the traceback from the framework's error handler, its
+# debugger and the server's log.
+ANSWERED: Final = (StoreUnavailable, LockTimeout, ConflictError, LockLost)
+
+
+def error_response(exc: ShoalError) -> tuple[str, Headers, bytes]:
+    """The HTTP answer (status line, headers, body) for one of the ``ANSWERED`` errors."""
+    if isinstance(exc, LockTimeout):
+        retry = max(1, round(exc.waited))
+        status, headers, body = (
+            "503 Service Unavailable", [("Retry-After", str(retry))], b"Session busy, retry.\n"
+        )
+    elif isinstance(exc, ConflictError | LockLost):
+        status, headers, body = "409 Conflict", [], b"Session changed concurrently, retry.\n"
+    elif isinstance(exc, StoreUnavailable):
+        status, headers, body = (
+            "503 Service Unavailable", [("Retry-After", "1")], b"Session store unavailable.\n"
+        )
+    else:
+        raise ValueError(f"{type(exc).__name__} is not answered by the middleware") from exc
+    headers = [("Content-Type", "text/plain; charset=utf-8"), *headers]
+    headers.append(("Content-Length", str(len(body))))
+    return status, headers, body
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What one request brought: its session id, and its replica if replicas are on.
+
+    ``replica_held`` names the replica cookies the client holds, so the
+    response can clear those it no longer needs.
+    """
+
+    session_id: str | None = None
+    replica: str | None = None
+    replica_held: tuple[str, ...] = ()
+
+
+class Transport(Protocol):
+    """Moves a session between requests and responses; pure, one per options."""
+
+    def read(self, header: HeaderGetter) -> Incoming:
+        """The id (and replica) the request carries."""
+
+    def response_headers(
+        self, outcome: CommitOutcome, incoming: Incoming, *, https: bool, vary: bool
+    ) -> Headers:
+        """The headers that tell the client ``outcome``; ``vary`` when the session
+        was used, so shared caches do not reuse the response."""
+
+
+class CookieTransport:
+    """The session id in a cookie, the replica in ``<name>_r<i>`` chunk cookies."""
+
+    __slots__ = ("options", "replica")
+
+    def __init__(self, options: CookieOptions, *, replica: bool = False) -> None:
+        self.options = options
+        self.replica = replica
+
+    def __repr__(self) -> str:
+        return f"<CookieTransport {self.options.name!r}{' replica' if self.replica else ''}>"
+
+    def read(self, header: HeaderGetter) -> Incoming:
+        return self.read_cookie_header(header("Cookie") or "")
+
+    def read_cookie_header(self, cookie_header: str) -> Incoming:
+        """``read`` for a framework that hands over the ``Cookie`` header itself."""
+        if not cookie_header:
+            return Incoming()
+        name = self.options.name
+        cookies = parse_cookie_header(cookie_header)
+        held = tuple(replica_chunk_names(cookies, name)) if self.replica else ()
+        return Incoming(
+            session_id=cookies.get(name),
+            replica=join_chunks(cookies, name) if held else None,
+            replica_held=held,
+        )
+
+    def response_headers(
+        self, outcome: CommitOutcome, incoming: Incoming, *, https: bool, vary: bool
+    ) -> Headers:
+        options = self.options
+        headers: Headers = []
+        if outcome.send_id is not None:
+            headers.append(("Set-Cookie", set_cookie_header(options, outcome.send_id, https=https)))
+        elif outcome.clear:
+            headers.append(("Set-Cookie", clear_cookie_header(options, https=https)))
+        for value in replica_set_cookies(
+            options, outcome.replica, outcome.clear_replica, incoming.replica_held, https=https
+        ):
+            headers.append(("Set-Cookie", value))
+        if vary:
+            headers.append(("Vary", "Cookie"))
+        return headers
+
+
+# -- replica chunks -------------------------------------------------------------
+
+
+def _chunk_name(base: str, index: int) -> str:
+    return f"{base}_r{index}"
+
+
+def _digest(wire: str) -> str:
+    return hashlib.sha256(wire.encode("ascii")).hexdigest()[:12]
+
+
+def replica_chunk_names(cookies: Mapping[str, str], base: str) -> list[str]:
+    """The replica cookies the client sent (``<base>_r0``, ``<base>_r1``, ...)."""
+    return [
+        name
+        for name in (_chunk_name(base, i) for i in range(MAX_CHUNKS))
+        if name in cookies
+    ]
+
+
+def join_chunks(cookies: Mapping[str, str], base: str) -> str | None:
+    """The replica spread over the client's chunk cookies; None if any is off.
+
+    Chunk 0 starts with ``<count>.<digest>.``: a missing chunk, a chunk from
+    another replica, or chunks in another order fail the count or the digest
+    (and would fail authentication after that anyway). A chunk longer than
+    ``COOKIE_BUDGET`` is none that shoal sent: refused before any hashing,
+    so what a client can make shoal join is bounded.
+    """
+    first = cookies.get(_chunk_name(base, 0))
+    if not first or len(first) > COOKIE_BUDGET:
+        return None
+    count_text, _, rest = first.partition(".")
+    digest, sep, body = rest.partition(".")
+    if not sep or not count_text.isdigit() or not 1 <= int(count_text) <= MAX_CHUNKS:
+        return None
+    parts = [body]
+    for index in range(1, int(count_text)):
+        part = cookies.get(_chunk_name(base, index))
+        if part is None or len(part) > COOKIE_BUDGET:
+            return None
+        parts.append(part)
+    wire = "".join(parts)
+    try:
+        if _digest(wire) != digest:
+            return None
+    except UnicodeEncodeError:
+        return None
+    return wire
+
+
+def split_chunks(wire: str, base: str, per_cookie: int) -> list[tuple[str, str]]:
+    """``(cookie name, value)`` pairs carrying ``wire``, each value at most ``per_cookie``."""
+    head = f"{_digest(wire)}."
+    # The count prefix is at most two digits (MAX_CHUNKS); reserve them.
+    size = per_cookie - len(head) - 3
+    if size < 64:
+        raise ValueError(f"cookie attributes leave {per_cookie} bytes per replica cookie")
+    pieces = [wire[i : i + per_cookie] for i in range(size, len(wire), per_cookie)]
+    count = 1 + len(pieces)
+    if count > MAX_CHUNKS:
+        raise ValueError(f"replica needs {count} cookies, more than {MAX_CHUNKS}")
+    first = f"{count}.{head}{wire[:size]}"
+    return [(_chunk_name(base, 0), first)] + [
+        (_chunk_name(base, i), piece) for i, piece in enumerate(pieces, start=1)
+    ]
+
+
+def replica_set_cookies(
+    options: CookieOptions,
+    wire: str | None,
+    clear: bool,
+    present: Sequence[str],
+    *,
+    https: bool,
+) -> list[str]:
+    """``Set-Cookie`` values that send ``wire`` and drop chunks no longer used."""
+    headers: list[str] = []
+    sent: set[str] = set()
+    if wire is not None:
+        longest = _chunk_name(options.name, MAX_CHUNKS - 1)
+        overhead = len(set_cookie_header(options, "", https=https, name=longest))
+        try:
+            pairs = split_chunks(wire, options.name, COOKIE_BUDGET - overhead)
+        except ValueError as exc:
+            # Only with cookie attributes of several KB: send none rather than fail.
+            log.warning("replica not sent: %s", exc)
+            pairs, clear = [], True
+        for name, value in pairs:
+            headers.append(set_cookie_header(options, value, https=https, name=name))
+            sent.add(name)
+    if wire is not None or clear:
+        for name in present:
+            if name not in sent:
+                headers.append(clear_cookie_header(options, https=https, name=name))
+    return headers
