@@ -78,6 +78,23 @@ class _Handle:
     touched: bool = False
 
 
+def _limit(name: str, value: object, example: str) -> int | None:
+    """A size limit: an int >= 1, or None for none (``max_session_bytes``, ``max_keys``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "a bool" if isinstance(value, bool) else f"a {type(value).__name__}"
+        raise ConfigError(
+            f"{name}={value!r} is {kind}; give an int >= 1 (e.g. {name}={example}), "
+            "or None for no limit"
+        )
+    if value < 1:
+        raise ConfigError(
+            f"{name}={value!r}: give an int >= 1 (e.g. {name}={example}), or None for no limit"
+        )
+    return value
+
+
 class SessionManager:
     """Sessions of one application on one store.
 
@@ -87,6 +104,11 @@ class SessionManager:
     ``replica=True`` also hands each client a sealed copy of its session
     (``shoal.replica``, needs ``secret_keys``); ``replica="only"`` keeps
     sessions in that copy alone, with no store (stateless cookie sessions).
+
+    ``max_session_bytes`` (1 MiB) and ``max_keys`` (1000) bound one session,
+    as the store keeps it (keys and encoded values, shoal's own included): a
+    ``set`` over either is an ``EncodeError`` naming the key and the limit;
+    None turns a limit off (docs/security.md).
 
     ``cookie`` is a ``CookieOptions`` or a dict of its fields. Every argument
     is checked here (``shoal._settings``): a bad one is a ``ConfigError``
@@ -113,6 +135,8 @@ class SessionManager:
         id_factory: IdFactory | None = None,
         replica: bool | Literal["only"] = False,
         replica_max_bytes: int = 6144,
+        max_session_bytes: int | None = 1024 * 1024,
+        max_keys: int | None = 1000,
     ) -> None:
         checked = check_manager_settings(
             store=store, app_id=app_id, secret_keys=secret_keys, idle_timeout=idle_timeout,
@@ -121,6 +145,10 @@ class SessionManager:
             clock=clock, id_factory=id_factory, replica=replica,
             replica_max_bytes=replica_max_bytes,
         )  # fmt: skip
+        limits = (
+            _limit("max_session_bytes", max_session_bytes, "1024 * 1024"),
+            _limit("max_keys", max_keys, "1000"),
+        )
         chosen_policy = parse_policy(policy)
         self.replica = replica
         self._replicator = (
@@ -153,6 +181,8 @@ class SessionManager:
         self.codec: Codec = codec or JsonCodec()
         self.clock: Clock = clock or system_clock
         self._new_id: IdFactory = id_factory or new_id
+        # Refused at ``set`` with an EncodeError naming the key (shoal.session).
+        self.max_session_bytes, self.max_keys = limits
 
     def __repr__(self) -> str:
         keys = f", {len(self._secret_keys)} secret keys" if self._secret_keys else ""
@@ -227,6 +257,8 @@ class SessionManager:
             loader=lambda s: self._load(s, handle),
             on_lock=lambda: setattr(handle, "policy", Policy.SERIALIZED),
             on_renew=lambda: self._renew(handle),
+            max_session_bytes=self.max_session_bytes,
+            max_keys=self.max_keys,
         )
         session._handle = handle  # type: ignore[attr-defined]
         if self.replica != "only":

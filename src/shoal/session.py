@@ -31,7 +31,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, NoReturn, TypeVar, overload
 
 from .clock import Clock
 from .codec import Codec, decode_field, encode_field, field_expiry
@@ -47,6 +47,104 @@ FLASH_PREFIX: Final = "_shoal.flash."
 TOKEN_PREFIX: Final = "_shoal.token."
 MAX_TOKENS_PER_NAME: Final = 32
 _TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+_T = TypeVar("_T")
+_MISSING: Final = object()
+
+
+def _field_size(key: str, data: bytes) -> int:
+    """What one field costs in the store: its key in UTF-8 and its encoded value."""
+    return (len(key) if key.isascii() else len(key.encode("utf-8"))) + len(data)
+
+
+def _human(size: float) -> str:
+    """``312 B``, ``1.2 MiB``: one decimal above a KiB, as ``shoal ls`` shows sizes."""
+    if size < 1024:
+        return f"{int(size)} B"
+    for unit in ("KiB", "MiB"):
+        size /= 1024
+        if size < 1024 or unit == "MiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+class _Fields(dict[str, bytes]):
+    """A session's encoded fields, with their total size (``size``) kept as they change.
+
+    The total is summed once, when a request first needs it (its first
+    write), then kept by every write and delete: ``[]=``, ``del``, ``pop``
+    and ``clear``; the other mutating methods of ``dict`` would not keep it,
+    and raise. So a limit check at ``set`` costs the same whatever the
+    session holds, and a request that only reads pays nothing. Rejected:
+    summing the sizes at each ``set`` (a session of 1000 keys would pay 1000
+    additions per write), counting only at commit (the error must name the
+    key), and a ``MutableMapping`` wrapper (reads in Python: 60% slower to
+    load a 10-key session).
+    """
+
+    __slots__ = ("_size",)
+
+    def __init__(self, data: Mapping[str, bytes] | None = None) -> None:
+        self._size: int | None = None  # not summed yet
+        if data:
+            dict.update(self, data)
+
+    @property
+    def size(self) -> int:
+        """Bytes the store keeps for these fields: every key in UTF-8 plus its value."""
+        if self._size is None:
+            # Two C-level passes: the keys' UTF-8 bytes, then the values'.
+            self._size = len("".join(self).encode("utf-8")) + sum(map(len, self.values()))
+        return self._size
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        if self._size is not None:
+            old = dict.get(self, key)
+            self._size += _field_size(key, value) - (0 if old is None else _field_size(key, old))
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        value = dict.pop(self, key)
+        if self._size is not None:
+            self._size -= _field_size(key, value)
+
+    @overload
+    def pop(self, key: str, /) -> bytes: ...
+    @overload
+    def pop(self, key: str, default: bytes, /) -> bytes: ...
+    @overload
+    def pop(self, key: str, default: _T, /) -> bytes | _T: ...
+    def pop(self, key: str, default: object = _MISSING, /) -> object:
+        if key in self:
+            value = dict.get(self, key)
+            del self[key]
+            return value
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._size = 0
+
+    def copy(self) -> dict[str, bytes]:
+        """A plain dict of the fields."""
+        return dict(self)
+
+    def _untracked(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("session fields keep a running size: set or delete one key at a time")
+
+    update = setdefault = popitem = __ior__ = _untracked
+
+    def size_with(self, key: str, data: bytes | None) -> tuple[int, int]:
+        """``(size, number of keys)`` if ``key`` held ``data`` (None: were deleted)."""
+        old = dict.get(self, key)
+        size = self.size - (0 if old is None else _field_size(key, old))
+        count = len(self) - (old is not None)
+        if data is None:
+            return size, count
+        return size + _field_size(key, data), count + 1
 
 
 class Flash(NamedTuple):
@@ -68,8 +166,13 @@ class Session(MutableMapping[str, Any]):
         loader: Callable[[Session], None] | None = None,
         on_lock: Callable[[], None] | None = None,
         on_renew: Callable[[], None] | None = None,
+        max_session_bytes: int | None = None,
+        max_keys: int | None = None,
     ) -> None:
         self._codec = codec
+        # None: no limit. Checked at every write (``_check_limits``).
+        self._max_bytes = max_session_bytes
+        self._max_keys = max_keys
         self._clock = clock
         self._read_only = read_only
         self._loader = loader
@@ -80,7 +183,7 @@ class Session(MutableMapping[str, Any]):
         self._consume: Callable[[Session, str], bool] | None = None
         self._flash_seq = 0
         self._values: dict[str, Any] = {}
-        self._encoded: dict[str, bytes] = {}
+        self._encoded = _Fields()
         self._expiry: dict[str, float] = {}
         self._versions: dict[str, int] = {}
         self._read: set[str] = set()
@@ -123,6 +226,7 @@ class Session(MutableMapping[str, Any]):
         now = self._clock()
         # Values are decoded on first use (``_decoded``): most requests read
         # a few keys of a session, and many read none.
+        kept = {}
         for key, data in fields.items():
             try:
                 key_expires = field_expiry(data)
@@ -132,9 +236,10 @@ class Session(MutableMapping[str, Any]):
             if key_expires is not None and key_expires <= now:
                 self._stale.add(key)
                 continue
-            self._encoded[key] = data
+            kept[key] = data
             if key_expires is not None:
                 self._expiry[key] = key_expires
+        self._encoded = _Fields(kept)  # sized in one pass, not key by key
 
     def _decoded(self, key: str) -> bool:
         """Decode ``key``'s stored value on first use; False when absent or undecodable."""
@@ -199,7 +304,7 @@ class Session(MutableMapping[str, Any]):
     def _keep_loaded(self) -> None:
         """Before the first change: remember what was loaded, for after a rollback."""
         if self._at_load is None:
-            self._at_load = (dict(self._encoded), dict(self._expiry))
+            self._at_load = (self._encoded.copy(), dict(self._expiry))
 
     def _expire_key(self, key: str) -> None:
         if key in self._expiry and self._expiry[key] <= self._clock():
@@ -296,6 +401,7 @@ class Session(MutableMapping[str, Any]):
         self._ensure()
         expires = None if ttl is None else self._clock() + ttl
         data = encode_field(self._codec, key, value, expires)
+        self._check_limits(key, data)
         self._keep_loaded()
         self._values[key] = value
         self._encoded[key] = data
@@ -305,6 +411,36 @@ class Session(MutableMapping[str, Any]):
             self._expiry[key] = expires
         self._written.add(key)
         self._deleted.discard(key)
+
+    def _check_limits(self, key: str, data: bytes) -> None:
+        """Refuse a write that takes the session over ``max_session_bytes`` or ``max_keys``.
+
+        Only a write that makes the session larger is refused: one that
+        shrinks a session already over a limit (loaded under a higher one)
+        goes through, so the application can still clean it up.
+        """
+        if self._max_bytes is None and self._max_keys is None:
+            return
+        size, count = self._encoded.size_with(key, data)
+        if (
+            self._max_bytes is not None
+            and size > self._max_bytes
+            and size > self._encoded.size
+        ):
+            raise EncodeError(
+                key,
+                f"the session would be {_human(size)} ({size} bytes), over "
+                f"max_session_bytes={self._max_bytes} ({_human(self._max_bytes)}); keep large "
+                "data elsewhere (a database, a file) and its id in the session, or raise "
+                "max_session_bytes",
+            )
+        if self._max_keys is not None and count > self._max_keys and count > len(self._encoded):
+            raise EncodeError(
+                key,
+                f"the session would have {count} keys, over max_keys={self._max_keys} "
+                "(shoal's own flashes and tokens count too); keep a collection under one "
+                "key, delete keys no longer used, or raise max_keys",
+            )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -567,6 +703,7 @@ class Session(MutableMapping[str, Any]):
             if key in self._values:
                 data = encode_field(self._codec, key, self._values[key], self._expiry.get(key))
                 if data != self._encoded[key]:
+                    self._check_limits(key, data)  # at commit: names the key edited in place
                     self._keep_loaded()
                     self._encoded[key] = data
                     self._written.add(key)
@@ -576,7 +713,7 @@ class Session(MutableMapping[str, Any]):
 
     def _encoded_fields(self, keys: Collection[str] | None = None) -> dict[str, bytes]:
         if keys is None:
-            return dict(self._encoded)
+            return self._encoded.copy()
         return {key: self._encoded[key] for key in keys if key in self._encoded}
 
     def _close(self, *, committed: bool) -> None:
@@ -594,7 +731,8 @@ class Session(MutableMapping[str, Any]):
             # were dropped. Rejected: keeping the unsaved values (what Flask's
             # and Django's objects do), which reads data the store never had.
             if self._at_load is not None:
-                self._encoded, self._expiry = self._at_load
+                self._encoded = _Fields(self._at_load[0])
+                self._expiry = self._at_load[1]
             self._values.clear()  # in-place edits too: decode again from the bytes
         self._at_load = None
 

@@ -29,7 +29,8 @@ def make_session(
     url: str, data: dict[str, Any], *, app_id: str = "shop", sid: str | None = None
 ) -> str:
     factory = (lambda: sid) if sid is not None else new_id
-    manager = SessionManager(url, app_id=app_id, id_factory=factory)
+    # No size limit: these tests show sessions of several MiB on purpose.
+    manager = SessionManager(url, app_id=app_id, id_factory=factory, max_session_bytes=None)
     try:
         with manager.open() as session:
             session.update(data)
