@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install, on Debian as root, the database servers that the test suite starts
 # privately (tests/servers): redis-server (+ redis-cli; Sentinel mode is built
-# into redis-server), the PostgreSQL server binaries, and the MariaDB server.
+# into redis-server), the PostgreSQL server binaries, and the MariaDB server;
+# and Chromium, for the one browser test.
 #
 # Only what is missing is installed; `apt-get update` runs once, and only if
 # something is missing, so on a machine that has them all this is a no-op.
@@ -55,8 +56,14 @@ if ! { have mariadbd || have mysqld; } || ! { have mariadb-install-db || have my
     missing+=(mariadb-server)
 fi
 
+# Chromium for the browser test of `shoal demo` (tests/cli/test_demo_browser.py):
+# Playwright drives Debian's build; `playwright install` is never run.
+if [ ! -x /usr/bin/chromium ]; then
+    missing+=(chromium)
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-servers: redis-server, postgresql and mariadb-server are all present"
+    echo "install-servers: redis-server, postgresql, mariadb-server and chromium are all present"
     exit 0
 fi
 echo "install-servers: installing ${missing[*]}"

@@ -28,7 +28,7 @@ body{margin:0;font:15px/1.45 system-ui,sans-serif;color:#1d2733;background:#f3f5
 header{padding:.8rem 1rem;background:#17324d;color:#fff}
 header h1{margin:0;font-size:1.2rem}
 header p{margin:.2rem 0 0;opacity:.85}
-main{display:grid;gap:1rem;padding:1rem;grid-template-columns:repeat(auto-fit,minmax(19rem,1fr))}
+main{display:grid;gap:1rem;padding:1rem;align-items:start;grid-template-columns:repeat(auto-fit,minmax(19rem,1fr))}
 section{background:#fff;border-radius:.5rem;padding:.8rem 1rem;box-shadow:0 1px 3px #0002}
 h2{margin:0 0 .5rem;font-size:1.05rem}
 dl{display:grid;grid-template-columns:auto 1fr;gap:.2rem .8rem;margin:0 0 .6rem}
@@ -44,6 +44,10 @@ pre{margin:.4rem 0 0;padding:.5rem;background:#f3f5f8;border-radius:.3rem;overfl
 .ok{color:#1d7a35;font-weight:700}.lost{color:#b3402a;font-weight:700}
 .note{color:#5a6878;font-size:.85rem;margin:.4rem 0 0}
 #error{color:#b3402a;min-height:1.2em;margin:0}
+.node,.kept,.state{white-space:nowrap}
+td form{display:inline-flex;margin:0 .3rem 0 0}
+@media (max-width:30rem){main{padding:.5rem;gap:.6rem}section{padding:.6rem .7rem}
+td,th{padding:.25rem .2rem}button{padding:.35rem .6rem}}
 footer{padding:0 1rem 1rem;color:#5a6878;font-size:.85rem}
 """
 
@@ -65,7 +69,7 @@ function showState(s) {
   text("user", s.user ? s.user.name + " \\u2014 expires in " +
     Math.max(0, Math.ceil(s.user.until - s.now)) + " s" : "not signed in");
   text("cart", s.cart.length ? s.cart.join(", ") : "empty");
-  text("restored", s.restored);
+  text("restored", s.restored + " by " + s.node);
   text("data", JSON.stringify(s.data, null, 1));
 }
 function showStatus(st) {
@@ -119,7 +123,7 @@ for (const form of document.querySelectorAll("form")) {
       const answer = await call(form.action, {method: "POST",
         body: new URLSearchParams(new FormData(form)), timeout: Number(form.dataset.timeout || 10000)});
       if (answer.results) showRace(answer);
-      if (form.id === "cart-form") form.reset();
+      if (form.querySelector("input")) form.reset();
       text("error", "");
     } catch (error) {
       text("error", "failed: " + error.message);
@@ -142,7 +146,7 @@ def _node_rows(nodes: Sequence[str]) -> str:
             f'<tr data-node="{n}"><td class="node">{n}</td><td class="state">?</td>'
             f'<td class="served">-</td><td>'
             f'<form method="post" action="/_demo/nodes/{n}/kill">'
-            f'<button class="danger kill" id="kill-{n}">kill</button></form></td><td>'
+            f'<button class="danger kill" id="kill-{n}">kill</button></form>'
             f'<form method="post" action="/_demo/nodes/{n}/start">'
             f'<button class="start" id="start-{n}">restart</button></form></td></tr>'
         )
@@ -188,15 +192,15 @@ Sign out</button></form>
 <pre id="data">{data}</pre></section>
 
 <section id="nodes-panel"><h2>Nodes</h2>
-<table><thead><tr><th>node</th><th>state</th><th>served</th><th></th><th></th></tr></thead>
+<table><thead><tr><th>node</th><th>state</th><th>served</th><th></th></tr></thead>
 <tbody>{_node_rows(nodes)}</tbody></table>
 <p class="note">Kill a node: the front skips it, and the session carries on through
 the others.</p></section>
 
 <section id="store-panel"><h2>Store loss</h2>
 <dl><dt>records in the store</dt><dd id="records">?</dd>
-<dt>restored by {_e(state['node'])}</dt><dd><span id="restored">{state['restored']}</span>
-from replicas</dd></dl>
+<dt>restored from replicas</dt><dd id="restored">{state['restored']} by {_e(state['node'])}
+</dd></dl>
 <form id="flush-form" method="post" action="/_demo/flush">
 <button id="flush" class="danger">Flush the store</button></form>
 <p class="note">Deletes every record of the demo. The next request brings the sealed

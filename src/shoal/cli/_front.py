@@ -158,11 +158,18 @@ class Cluster:
             self.stop(node)
 
     def rotation(self) -> list[Node]:
-        """The live nodes, starting with the next one in turn: round robin, no stickiness."""
+        """The live nodes, starting with the next one in turn: round robin, no stickiness.
+
+        The turn counts over the live nodes only, so they share the load evenly
+        while one is down (rejected: skipping a dead node's turns, which sends
+        them all to its successor).
+        """
+        live = [node for node in self.nodes if node.up]
+        if not live:
+            return []
         with self.lock:
             start = next(self._turn)
-        ordered = [self.nodes[(start + i) % len(self.nodes)] for i in range(len(self.nodes))]
-        return [node for node in ordered if node.up]
+        return [live[(start + i) % len(live)] for i in range(len(live))]
 
 
 class FrontServer(ThreadingHTTPServer):
