@@ -25,7 +25,7 @@ from .cookies import CookieOptions
 from .errors import ConfigError
 from .replica import MAX_MAX_BYTES, MIN_MAX_BYTES
 
-__all__ = ["ManagerSettings", "check_manager_settings", "cookie_options", "seconds"]
+__all__ = ["ManagerSettings", "check_manager_settings", "cookie_options", "seconds", "size_limit"]
 
 # What a bad value of a setting breaks, and what to give instead: the fix
 # that ends each message.
@@ -62,6 +62,23 @@ def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name}={value!r} must be {bound} seconds; {hint}")
     return number
+
+
+def size_limit(name: str, value: object, example: str) -> int | None:
+    """A size limit: an int >= 1, or None for none (``max_session_bytes``, ``max_keys``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "a bool" if isinstance(value, bool) else f"a {type(value).__name__}"
+        raise ConfigError(
+            f"{name}={value!r} is {kind}; give an int >= 1 (e.g. {name}={example}), "
+            "or None for no limit"
+        )
+    if value < 1:
+        raise ConfigError(
+            f"{name}={value!r}: give an int >= 1 (e.g. {name}={example}), or None for no limit"
+        )
+    return value
 
 
 def _is_number(text: str) -> bool:

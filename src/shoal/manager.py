@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
 
-from ._settings import check_manager_settings
+from ._settings import check_manager_settings, size_limit
 from .clock import Clock, system_clock
 from .codec import Codec, JsonCodec
 from .config import default_store_url
@@ -78,23 +78,6 @@ class _Handle:
     touched: bool = False
 
 
-def _limit(name: str, value: object, example: str) -> int | None:
-    """A size limit: an int >= 1, or None for none (``max_session_bytes``, ``max_keys``)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = "a bool" if isinstance(value, bool) else f"a {type(value).__name__}"
-        raise ConfigError(
-            f"{name}={value!r} is {kind}; give an int >= 1 (e.g. {name}={example}), "
-            "or None for no limit"
-        )
-    if value < 1:
-        raise ConfigError(
-            f"{name}={value!r}: give an int >= 1 (e.g. {name}={example}), or None for no limit"
-        )
-    return value
-
-
 class SessionManager:
     """Sessions of one application on one store.
 
@@ -146,8 +129,8 @@ class SessionManager:
             replica_max_bytes=replica_max_bytes,
         )  # fmt: skip
         limits = (
-            _limit("max_session_bytes", max_session_bytes, "1024 * 1024"),
-            _limit("max_keys", max_keys, "1000"),
+            size_limit("max_session_bytes", max_session_bytes, "1024 * 1024"),
+            size_limit("max_keys", max_keys, "1000"),
         )
         chosen_policy = parse_policy(policy)
         self.replica = replica
