@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 import signal
 import time
+import webbrowser
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 from werkzeug.test import Client, TestResponse
 
+from shoal.cli import main
 from shoal.cli._cluster_app import BURST, LOGIN_TTL, NodeApp
+from shoal.cli.demo import _open_browser
 from shoal.cookies import CookieOptions
 
 from ._live_demo import TIMEOUT, live_demo
@@ -142,3 +146,36 @@ def test_a_dead_node_a_flushed_store_and_the_race(tmp_path: Path) -> None:
         assert kept["merge"] == kept["optimistic"] == kept["serialized"] == BURST
         assert 0 < kept["lossy"] <= BURST and race["errors"] == 0
         assert demo.status()["race"] == race
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie waiting for whoever adopted it (the process has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_demo_killed_outright_leaves_no_node_behind(tmp_path: Path) -> None:
+    with live_demo(tmp_path, "--nodes", "2") as demo:
+        pids = demo.child_pids()
+        demo.process.kill()  # no chance to stop anything: the nodes see their stdin close
+        demo.process.wait(timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while not all(exited(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(exited(pid) for pid in pids), "a node outlived a killed demo"
+
+
+def test_json_is_for_the_script_only() -> None:
+    result = CliRunner().invoke(main, ["demo", "--json"])
+    assert result.exit_code == 2 and "--script" in result.stderr
+
+
+def test_no_browser_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(url: str) -> bool:
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr(webbrowser, "open", broken)
+    _open_browser("http://127.0.0.1:1/")  # no exception
