@@ -178,10 +178,10 @@ class FrontServer(ThreadingHTTPServer):
 
     def __init__(self, port: int, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.store: Store = open_store(cluster.store_url)
         self.race: dict[str, Any] | None = None
         self.race_lock = threading.Lock()
-        super().__init__((HOST, port), FrontHandler)
+        super().__init__((HOST, port), FrontHandler)  # binds first: a busy port opens nothing
+        self.store: Store = open_store(cluster.store_url)
 
     def server_close(self) -> None:
         super().server_close()
@@ -273,9 +273,9 @@ class FrontHandler(BaseHTTPRequestHandler):
         if self.path.startswith("/_demo/"):
             self._control()
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._length()
         if not 0 <= length <= MAX_BODY:
-            self._reply(413, {"error": f"the demo front takes bodies up to {MAX_BODY} bytes"})
+            self._reply(413, {"error": f"the demo front takes a Content-Length of 0 to {MAX_BODY}"})
             return
         body = self.rfile.read(length) if length else b""
         for node in self.server.cluster.rotation():
@@ -290,6 +290,13 @@ class FrontHandler(BaseHTTPRequestHandler):
             finally:
                 conn.close()
         self._reply(503, {"error": "every node is down: restart one"})
+
+    def _length(self) -> int:
+        """The declared body length; -1 (refused) when it is not a number."""
+        try:
+            return int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return -1
 
     def _forward(self, conn: http.client.HTTPConnection, node: Node, body: bytes) -> None:
         try:
@@ -326,7 +333,7 @@ class FrontHandler(BaseHTTPRequestHandler):
         if self.command != "POST":
             self._reply(404, {"error": "no such route"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._length()
         if 0 < length <= MAX_BODY:
             self.rfile.read(length)  # a form's body: the route says it all
         answer: dict[str, Any]
