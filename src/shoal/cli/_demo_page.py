@@ -28,18 +28,22 @@ body{margin:0;font:15px/1.45 system-ui,sans-serif;color:#1d2733;background:#f3f5
 header{padding:.8rem 1rem;background:#17324d;color:#fff}
 header h1{margin:0;font-size:1.2rem}
 header p{margin:.2rem 0 0;opacity:.85}
-main{display:grid;gap:1rem;padding:1rem;align-items:start;grid-template-columns:repeat(auto-fit,minmax(19rem,1fr))}
+main{display:grid;gap:1rem;padding:1rem;align-items:start;
+  grid-template-columns:repeat(auto-fit,minmax(19rem,1fr))}
 section{background:#fff;border-radius:.5rem;padding:.8rem 1rem;box-shadow:0 1px 3px #0002}
 h2{margin:0 0 .5rem;font-size:1.05rem}
 dl{display:grid;grid-template-columns:auto 1fr;gap:.2rem .8rem;margin:0 0 .6rem}
 dt{color:#5a6878}dd{margin:0;overflow-wrap:anywhere}
 form{display:flex;flex-wrap:wrap;gap:.4rem;margin:.4rem 0}
-input{flex:1 1 8rem;min-width:0;padding:.35rem .5rem;border:1px solid #b8c2cc;border-radius:.3rem;font:inherit}
-button{padding:.35rem .8rem;border:0;border-radius:.3rem;background:#2a6fb0;color:#fff;font:inherit;cursor:pointer}
+input{flex:1 1 8rem;min-width:0;padding:.35rem .5rem;border:1px solid #b8c2cc;
+  border-radius:.3rem;font:inherit}
+button{padding:.35rem .8rem;border:0;border-radius:.3rem;background:#2a6fb0;color:#fff;
+  font:inherit;cursor:pointer}
 button.danger{background:#b3402a}button:disabled{background:#aab4be;cursor:default}
 table{width:100%;border-collapse:collapse}
 td,th{padding:.25rem .4rem;border-bottom:1px solid #e3e7ec;text-align:left}
-pre{margin:.4rem 0 0;padding:.5rem;background:#f3f5f8;border-radius:.3rem;overflow:auto;font-size:.85rem}
+pre{margin:.4rem 0 0;padding:.5rem;background:#f3f5f8;border-radius:.3rem;overflow:auto;
+  font-size:.85rem}
 .node{font-weight:700;color:#17324d}.up{color:#1d7a35}.down{color:#b3402a}
 .ok{color:#1d7a35;font-weight:700}.lost{color:#b3402a;font-weight:700}
 .note{color:#5a6878;font-size:.85rem;margin:.4rem 0 0}
@@ -121,7 +125,8 @@ for (const form of document.querySelectorAll("form")) {
     button.disabled = true;
     try {
       const answer = await call(form.action, {method: "POST",
-        body: new URLSearchParams(new FormData(form)), timeout: Number(form.dataset.timeout || 10000)});
+        body: new URLSearchParams(new FormData(form)),
+        timeout: Number(form.dataset.timeout || 10000)});
       if (answer.results) showRace(answer);
       if (form.querySelector("input")) form.reset();
       text("error", "");
