@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from werkzeug.test import Client, TestResponse
 
+from shoal import ManualClock
 from shoal.cli import main
 from shoal.cli._cluster_app import BURST, LOGIN_TTL, NodeApp
 from shoal.cli.demo import _open_browser
@@ -31,9 +32,15 @@ JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture
-def node() -> NodeApp:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def node(clock: ManualClock) -> NodeApp:
     return NodeApp(
-        "memory://", app_id="demo", node_id="node-7", secret_keys=[KEY], nodes=["node-7"]
+        "memory://", app_id="demo", node_id="node-7", secret_keys=[KEY], nodes=["node-7"],
+        clock=clock,
     )
 
 
@@ -57,19 +64,23 @@ def test_page_names_the_node_and_counts_visits(node: NodeApp) -> None:
     assert cookie.value not in text and len(answer["session"]) == 12  # a hash ref, never the id
 
 
-def test_sign_in_rotates_and_expires_while_the_cart_stays(node: NodeApp) -> None:
+def test_sign_in_rotates_and_expires_while_the_cart_stays(
+    node: NodeApp, clock: ManualClock
+) -> None:
     client = Client(node)
     state(client.post("/cart", data={"item": "apple"}, headers=JSON))
     before = client.get_cookie(CookieOptions().name)
     signed = state(client.post("/login", data={"user": "alice"}, headers=JSON))
     assert signed["user"]["name"] == "alice"
-    assert 0 < signed["user"]["until"] - time.time() <= LOGIN_TTL
+    assert signed["user"]["until"] == clock() + LOGIN_TTL
     after = client.get_cookie(CookieOptions().name)
     assert before is not None and after is not None and after.value != before.value
     assert state(client.get("/state.json"))["cart"] == ["apple"]
-    # The per-key TTL is the store's clock's business; a manual clock is tested in
-    # tests/unit. Here: the key was written with a ttl, the cart without one.
-    assert set(state(client.get("/state.json"))["data"]) == {"cart", "user"}
+    clock.advance(LOGIN_TTL - 1)
+    assert state(client.get("/state.json"))["user"]["name"] == "alice"
+    clock.advance(2)
+    later = state(client.get("/state.json"))
+    assert later["user"] is None and later["data"] == {"cart": ["apple"]}
 
 
 def test_forms_without_javascript_redirect_to_the_page(node: NodeApp) -> None:

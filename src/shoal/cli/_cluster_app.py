@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from ..clock import Clock
 from ..ids import hash_id, session_ref
 from ..manager import SessionManager
 from ..session import Session
@@ -78,13 +79,15 @@ class NodeApp:
         node_id: str,
         secret_keys: Sequence[str | bytes | Secret],
         nodes: Sequence[str],
+        clock: Clock = time.time,
     ) -> None:
         self.node_id = node_id
+        self.clock = clock
         self.nodes = list(nodes)
         common: dict[str, Any] = {
             "app_id": app_id, "node_id": node_id, "replica": True, "secret_keys": secret_keys,
             # serialized waiters line up BURST deep on one session
-            "lock_timeout": 30.0,
+            "lock_timeout": 30.0, "clock": clock,
         }  # fmt: skip
         self.manager = SessionManager(store_url, policy="merge", **common)
         lossy = SessionManager(store_url, policy="lossy", **common)
@@ -132,7 +135,7 @@ class NodeApp:
         if route is None:
             return _json(start_response, "404 Not Found", {"error": "no such route"})
         try:
-            route(session, _read_form(environ))
+            route(session, _read_form(environ), self.clock())
         except KeyError as missing:
             return _json(start_response, "400 Bad Request", {"error": f"missing {missing}"})
         if _wants_html(environ):  # a form without JavaScript: back to the page
@@ -148,7 +151,7 @@ class NodeApp:
         return {
             "node": self.node_id,
             "pid": os.getpid(),
-            "now": time.time(),
+            "now": self.clock(),
             # the hash of the id, shortened: the id itself is a credential
             "session": (
                 None if session.is_new and not data
@@ -193,23 +196,23 @@ class NodeApp:
         return _json(start_response, "200 OK", {"node": self.node_id, "count": count})
 
 
-def _login(session: Session, form: dict[str, str]) -> None:
+def _login(session: Session, form: dict[str, str], now: float) -> None:
     name = form["user"].strip()[:40] or "guest"
     session.rotate()  # a new id at sign-in: an id planted before it is now useless
-    session.set("user", {"name": name, "until": time.time() + LOGIN_TTL}, ttl=LOGIN_TTL)
+    session.set("user", {"name": name, "until": now + LOGIN_TTL}, ttl=LOGIN_TTL)
 
 
-def _logout(session: Session, form: dict[str, str]) -> None:
+def _logout(session: Session, form: dict[str, str], now: float) -> None:
     session.invalidate()
 
 
-def _add_to_cart(session: Session, form: dict[str, str]) -> None:
+def _add_to_cart(session: Session, form: dict[str, str], now: float) -> None:
     item = form["item"].strip()[:40]
     if item:
         session["cart"] = [*session.get("cart", []), item]
 
 
-_ACTIONS: dict[str, Callable[[Session, dict[str, str]], None]] = {
+_ACTIONS: dict[str, Callable[[Session, dict[str, str], float], None]] = {
     "/login": _login,
     "/logout": _logout,
     "/cart": _add_to_cart,
