@@ -698,8 +698,14 @@ class Session(MutableMapping[str, Any]):
         return bool(self._written or self._deleted or self._invalidated or self._rotated)
 
     def _detect_mutations(self) -> None:
-        """Mark read values whose encoding changed as written (in-place edits)."""
-        for key in self._read - self._written - self._deleted:
+        """Mark values whose encoding changed as written (in-place edits).
+
+        Written keys too: ``session.setdefault("cart", []).append(x)`` sets
+        the list, then changes it; the bytes encoded at ``set`` would lose
+        the append. Rejected: re-encoding only read keys (one encode less per
+        written key at commit, and that common Flask idiom saved ``[]``).
+        """
+        for key in (self._read | self._written) - self._deleted:
             if key in self._values:
                 data = encode_field(self._codec, key, self._values[key], self._expiry.get(key))
                 if data != self._encoded[key]:

@@ -199,3 +199,13 @@ def test_flash_takes_markup_and_names_the_call_on_failure(manager: SessionManage
         [flash] = later.pop_flashes()
     assert flash.category == "success" and flash.message == "<b>saved</b>"
     assert type(flash.message) is str, "a str subclass comes back as a plain str"
+
+
+def test_a_value_set_then_changed_in_place_is_saved_as_changed(manager: SessionManager) -> None:
+    with manager.open() as session:
+        session.setdefault("cart", []).append("apple")
+        session.set("seen", {"pages": 1}, ttl=60)
+        session["seen"]["pages"] += 1
+    with manager.open(session.id, read_only=True) as reread:
+        assert reread["cart"] == ["apple"]
+        assert reread["seen"] == {"pages": 2}
