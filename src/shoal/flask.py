@@ -51,7 +51,7 @@ from .errors import ConfigError, ConflictError, LockLost, LockTimeout, ShoalErro
 from .manager import CommitOutcome, SessionManager
 from .session import Session
 from .transports import ANSWERED, CookieTransport, Incoming, error_response
-from .wsgi import ENVIRON_KEY, answer_error
+from .wsgi import ENVIRON_KEY, answer_error, rollback_quietly
 
 if TYPE_CHECKING:
     from flask.wrappers import Request
@@ -241,7 +241,7 @@ class ShoalSessionInterface(SessionInterface):
         except ShoalError:
             # A bug (an in-place edit that cannot be encoded): release the
             # lease, and let Flask handle the error as any from the view.
-            self._rollback_quietly(inner)
+            rollback_quietly(self.manager, inner)
             raise
         max_age, refresh = self._persistence(app, session, changed)
         if outcome.send_id is None and refresh and not outcome.clear:
@@ -315,13 +315,7 @@ class ShoalSessionInterface(SessionInterface):
         """Drop the request's changes and release its lease, at once."""
         if not session.done:
             session.done = True
-            self._rollback_quietly(session.shoal)
-
-    def _rollback_quietly(self, inner: Session) -> None:
-        try:
-            self.manager.rollback(inner)
-        except ShoalError as cleanup:
-            log.warning("session rollback failed too: %s", cleanup)
+            rollback_quietly(self.manager, session.shoal)
 
     def _on_exception(self, sender: Flask, exception: BaseException, **_: Any) -> None:
         """``got_request_exception``: the view failed; roll back before the 500 page."""

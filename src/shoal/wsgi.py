@@ -34,7 +34,9 @@ from .manager import CommitOutcome, SessionManager
 from .session import Session
 from .transports import ANSWERED, CookieTransport, Incoming, Transport, error_response
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware", "answer_error", "error_response"]
+__all__ = [
+    "ENVIRON_KEY", "SessionMiddleware", "answer_error", "error_response", "rollback_quietly",
+]
 
 log = logging.getLogger("shoal")
 
@@ -79,6 +81,15 @@ def answer_error(
         level = logging.DEBUG if said else logging.WARNING
         log.log(level, "session rollback failed too: %s", cleanup)
     return error_response(exc)
+
+
+def rollback_quietly(manager: SessionManager, session: Session) -> None:
+    """Roll back on the way out of an error, even after a failed commit (which
+    may still hold a lease); a failure is logged, never masks the error."""
+    try:
+        manager.rollback(session)
+    except ShoalError as cleanup:
+        log.warning("session rollback failed too: %s", cleanup)
 
 
 def _log_misuse(exc: ShoalError) -> None:
@@ -255,13 +266,8 @@ class _Exchange:
             self.manager.rollback(self.session)
 
     def rollback_quietly(self) -> None:
-        """Roll back on the way out of an error, even after a failed commit (which
-        may still hold a lease); a failure is logged, never masks the error."""
         self.closed = True
-        try:
-            self.manager.rollback(self.session)
-        except ShoalError as cleanup:
-            log.warning("session rollback failed too: %s", cleanup)
+        rollback_quietly(self.manager, self.session)
 
     def abort(self, exc: StoreUnavailable | LockTimeout | ConflictError | LockLost) -> None:
         """Answer with the error's status instead of the application's response."""
