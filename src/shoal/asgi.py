@@ -1,0 +1,507 @@
+"""ASGI middleware: the session at ``scope["session"]`` and ``scope["shoal.session"]``.
+
+Built on the synchronous ``SessionManager``: every step that can touch the
+store (the load, with its lock wait under ``serialized``; the commit; the
+rollback) runs in a worker thread (``anyio.to_thread.run_sync``), never on
+the event loop. For the local stores (memory, SQLite, file, dbm) that is the
+final design; Redis and PostgreSQL get native async stores later (issue 10),
+behind the same middleware.
+
+When the load happens: a request without a session cookie costs no store
+I/O at all (its session is new and empty, made on first use without a
+lookup). A request with one is loaded, and locked under ``serialized``, in a
+thread *before* the application is called, because a lazy load would be a
+blocking ``__getitem__`` on the loop. Rejected: loading on first access (it
+blocks the loop) and an ``await session.load()`` the application must call
+(Starlette's ``request.session`` is a plain mapping, read synchronously).
+
+The commit runs when the application sends ``http.response.start``, before
+it goes out, so Set-Cookie and ``Vary`` can be added (``shoal.transports``);
+an exception from the application before that rolls back and releases the
+lease at once. ``StoreUnavailable``/``LockTimeout`` become a 503 with
+Retry-After, ``ConflictError``/``LockLost`` a 409: a short plain-text body
+(``error_response``), never a traceback. The session stays readable to the
+end of the request; a write after the commit raises ``SessionStateError``.
+
+``scope["session"]`` is a ``SessionDict``: a real ``dict`` (``json.dumps``,
+``|=``, ``dict(...)``, ``==`` work) whose every read and write goes to the
+shoal session, so per-key tracking, merge and conflict detection hold.
+WebSocket and lifespan scopes pass through untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import (
+    Awaitable,
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
+from typing import Any, TypeVar
+
+try:
+    import anyio.to_thread
+except ImportError as exc:  # pragma: no cover - anyio comes with starlette
+    from .errors import ConfigError
+
+    raise ConfigError(
+        "shoal.asgi runs store I/O in worker threads with anyio: "
+        "pip install 'shoal[starlette]' (or anyio)"
+    ) from exc
+
+from .errors import ConfigError, ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
+from .manager import CommitOutcome, SessionManager
+from .session import Session
+from .transports import ANSWERED, CookieTransport, Incoming, Transport
+from .wsgi import _log_misuse, answer_error, rollback_quietly
+
+__all__ = ["SCOPE_KEY", "SessionDict", "SessionMiddleware"]
+
+log = logging.getLogger("shoal")
+
+SCOPE_KEY = "shoal.session"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_T = TypeVar("_T")
+_MISSING: Any = object()
+
+
+async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
+    """Run a blocking step in a worker thread, waiting for it even if cancelled.
+
+    A cancelled request (the client went away) still waits for its commit
+    or rollback to finish in the thread, so a rollback never races a commit
+    of the same session. Rejected: ``asyncio.to_thread``, which returns at
+    cancellation while the thread goes on.
+    """
+    return await anyio.to_thread.run_sync(func, *args)
+
+
+class SessionDict(dict[str, Any]):
+    """``scope["session"]``: a ``dict`` over the request's ``shoal.Session``.
+
+    Starlette code treats ``request.session`` as a real dict: ``json.dumps``
+    (which insists on a ``dict``), ``request.session |= {...}``,
+    ``dict(request.session)``. Every read and write goes to the shoal
+    session (``.session``), which tracks keys read and written; the dict's
+    own memory is a mirror of the session's values, kept for code that reads
+    a dict's memory directly (json's shortcut for ``{}``, orjson). The view's
+    writes keep it in step, and every whole-dict read (iteration, ``len``,
+    ``items()``, ``==``) refreshes it; a write made through
+    ``scope["shoal.session"]`` reaches the mirror at the view's next use.
+    Rejected: making the shoal ``Session`` itself a dict subclass (dict
+    methods written in C would bypass its tracking) and a plain dict diffed
+    at commit (no per-key reads for the optimistic policy, no ``ttl``).
+
+    A copy (``copy()``, ``copy.copy``, ``|``) is a plain dict snapshot.
+    """
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+        if session.loaded:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Copy the session's values into the dict's memory, without marking reads."""
+        dict.clear(self)
+        values = self.session._values  # decoded by the iteration, not read by the app
+        for key in self.session:
+            dict.__setitem__(self, key, values[key])
+
+    # -- reads: through the session ---------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.session[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.session.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.session
+
+    def __iter__(self) -> Iterator[str]:
+        self._refresh()
+        return iter(list(dict.keys(self)))
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(list(self))
+
+    def __len__(self) -> int:
+        self._refresh()
+        return dict.__len__(self)
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        return KeysView(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        return ValuesView(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        return ItemsView(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"SessionDict({dict(self.items())!r})"
+
+    def copy(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def __copy__(self) -> dict[str, Any]:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(self.copy(), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self.copy(),))
+
+    def __or__(self, other: object) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**self.copy(), **other}
+
+    def __ror__(self, other: object) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**other, **self.copy()}
+
+    # -- writes: through the session, then the mirror -----------------------
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.session[key] = value  # checks, encodes, raises before the mirror changes
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.session[key]
+        dict.pop(self, key, None)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        if isinstance(other, Mapping):
+            pairs: Iterable[tuple[str, Any]] = other.items()
+        elif hasattr(other, "keys"):
+            pairs = ((key, other[key]) for key in other.keys())
+        else:
+            pairs = other
+        for key, value in pairs:
+            self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> SessionDict:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            self[key] = default
+            return default
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        try:
+            value = self[key]
+        except KeyError:
+            if default is _MISSING:
+                raise
+            return default
+        del self[key]
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        for key in reversed(list(self)):
+            value = self[key]
+            del self[key]
+            return key, value
+        raise KeyError("popitem(): session is empty")
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+
+class SessionMiddleware:
+    """Wrap an ASGI application with shoal sessions from ``manager``.
+
+    ``retry_conflicts=N`` re-runs a request up to N times, each with a fresh
+    session, when its save raises ``ConflictError`` (optimistic policy) and
+    its body can be replayed: a declared ``content-length`` of at most
+    ``max_replay_body`` bytes, or no body, read up front before the first run.
+    The failed run's response is never sent (the commit comes before
+    ``http.response.start`` goes out). A conflict that cannot be retried is
+    answered with 409. Re-running repeats the view's other side effects, so
+    enable it for views that are safe to run again.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        manager: SessionManager,
+        *,
+        retry_conflicts: int = 0,
+        max_replay_body: int = 65536,
+    ) -> None:
+        if (
+            not isinstance(retry_conflicts, int) or isinstance(retry_conflicts, bool)
+            or retry_conflicts < 0 or max_replay_body < 0
+        ):
+            raise ConfigError("retry_conflicts and max_replay_body must be ints >= 0")
+        self.app = app
+        self.manager = manager
+        self.retry_conflicts = retry_conflicts
+        self.max_replay_body = max_replay_body
+        self.transport = CookieTransport(manager.cookie, replica=bool(manager.replica))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # websocket, lifespan: untouched
+            return
+        replay = await _capture(scope, receive, self.max_replay_body) if self.retry_conflicts else None
+        if replay is None:
+            await self._run(scope, receive, send, retry=False)
+            return
+        for attempt in range(self.retry_conflicts + 1):
+            last = attempt == self.retry_conflicts
+            # A re-run gets the scope as it was before the first run.
+            current = scope if attempt == 0 else dict(replay.scope)
+            if await self._run(current, replay.receive(receive), send, retry=not last):
+                if attempt:
+                    scope["session"], scope[SCOPE_KEY] = current["session"], current[SCOPE_KEY]
+                return
+            log.info("session conflict; running the request again (retry %d)", attempt + 1)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send, *, retry: bool) -> bool:
+        """One run of the application; False when it must run again (``retry``)."""
+        incoming = self.transport.read_cookie_header(_cookie_header(scope))
+        session = self.manager.begin(incoming.session_id, replica=incoming.replica)
+        session._set_end(
+            "when the response started (http.response.start)",
+            "set session values before sending the response",
+        )
+        exchange = _Exchange(
+            self.manager, self.transport, session, incoming, send,
+            https=scope.get("scheme") == "https", defer_conflict=retry,
+        )  # fmt: skip
+        if incoming.session_id:
+            # Loaded (and locked) now, in a thread: a lazy load would block the loop.
+            try:
+                view = await _in_thread(_loaded_view, session)
+            except ANSWERED as exc:
+                await exchange.abort(exc)
+                return True
+        else:
+            view = SessionDict(session)  # new and empty: made on first use, no store I/O
+        scope["session"] = view
+        scope[SCOPE_KEY] = session
+        try:
+            await self.app(scope, receive, exchange.send)
+        except ANSWERED as exc:
+            if exchange.started:
+                await exchange.rollback_quietly()
+                raise
+            await exchange.abort(exc)
+            return True
+        except ShoalError as exc:
+            await exchange.rollback_quietly()
+            if not exchange.misuse_logged:
+                _log_misuse(exc)
+            raise
+        except BaseException:
+            await exchange.rollback_quietly()
+            raise
+        if not exchange.started:
+            # No response at all (the server answers 500): nothing to save.
+            await exchange.rollback_quietly()
+        return not exchange.conflict
+
+
+def _loaded_view(session: Session) -> SessionDict:
+    session._ensure()
+    return SessionDict(session)
+
+
+class _Exchange:
+    """One request's session commit, done when ``http.response.start`` is sent."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        transport: Transport,
+        session: Session,
+        incoming: Incoming,
+        send: Send,
+        *,
+        https: bool,
+        defer_conflict: bool,
+    ) -> None:
+        self.manager = manager
+        self.transport = transport
+        self.session = session
+        self.incoming = incoming
+        self._send = send
+        self.https = https
+        self.defer_conflict = defer_conflict  # a conflict re-runs the request: send nothing
+        self.started = False  # the application sent http.response.start
+        self.done = False  # committed, or answered with an error (rolled back)
+        self.dropping = False  # the application's messages are not sent (error or conflict)
+        self.conflict = False
+        self.misuse_logged = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and not self.started:
+            self.started = True
+            await self._start(message)
+            return
+        if self.dropping and message["type"].startswith("http.response."):
+            return
+        await self._send(message)
+
+    async def _start(self, message: Message) -> None:
+        try:
+            outcome = await self._commit()
+        except ANSWERED as exc:
+            if self.defer_conflict and isinstance(exc, ConflictError):
+                self.conflict = self.dropping = True
+                return
+            await self.abort(exc)
+            return
+        except ShoalError as exc:
+            # A bug (an in-place edit that cannot be encoded): release the
+            # lease the failed save may still hold, and raise it into the
+            # application's send, as the WSGI middleware does.
+            await self.rollback_quietly()
+            _log_misuse(exc)
+            self.misuse_logged = True
+            raise
+        ours = self.transport.response_headers(
+            outcome, self.incoming, https=self.https, vary=self.session.loaded
+        )
+        headers = [*message.get("headers", ()), *_encode(ours)]
+        await self._send({**message, "headers": headers})
+
+    async def _commit(self) -> CommitOutcome:
+        if not self.session.loaded:
+            # Never used: nothing to save and no I/O, so no thread either.
+            return self.manager.commit(self.session)
+        outcome = await _in_thread(self.manager.commit, self.session)
+        self.done = True
+        return outcome
+
+    async def rollback_quietly(self) -> None:
+        """Roll back on the way out of an error, even after a failed commit (which
+        may still hold a lease); a failure is logged, never masks the error."""
+        if self.done:
+            return
+        self.done = True
+        if self.session.loaded:
+            await _in_thread(rollback_quietly, self.manager, self.session)
+        else:
+            rollback_quietly(self.manager, self.session)  # no lease, no I/O
+
+    async def abort(self, exc: StoreUnavailable | LockTimeout | ConflictError | LockLost) -> None:
+        """Answer with the error's status instead of the application's response."""
+        self.done = self.dropping = True
+        status, headers, body = await _in_thread(answer_error, self.manager, self.session, exc)
+        await self._send({
+            "type": "http.response.start",
+            "status": int(status.split(" ", 1)[0]),
+            "headers": _encode(headers),
+        })
+        await self._send({"type": "http.response.body", "body": body})
+
+
+def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def _cookie_header(scope: Scope) -> str:
+    """The request's Cookie header; several (HTTP/2 splits them) are joined with "; "."""
+    found = [value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"cookie"]
+    return "; ".join(found)
+
+
+# -- replaying a request (retry_conflicts) ------------------------------------
+
+
+class _Replay:
+    """A request that can run again: its scope before the first run, its body messages."""
+
+    def __init__(self, scope: Scope, messages: list[Message]) -> None:
+        self.scope = dict(scope)
+        self.messages = messages
+
+    def receive(self, upstream: Receive) -> Receive:
+        """A ``receive`` that gives the body again, then waits on the server's
+        (for ``http.disconnect``)."""
+        pending = [dict(message) for message in self.messages]
+
+        async def replayed() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await upstream()
+
+        return replayed
+
+
+async def _capture(scope: Scope, receive: Receive, limit: int) -> _Replay | None:
+    """Read the body when it can be replayed (declared length <= ``limit``, or none).
+
+    Returns None, reading nothing, when it cannot: a larger body, an invalid
+    length, a chunked body or an HTTP/2+ body of unknown length. As for WSGI
+    (``shoal._replay``), a request with neither a length nor a
+    Transfer-Encoding over HTTP/1.x has no body.
+    """
+    length_text = coding = None
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            length_text = value.decode("latin-1").strip()
+        elif name == b"transfer-encoding":
+            coding = value.decode("latin-1").strip().lower()
+    if length_text is None:
+        if coding and coding != "identity":
+            return None
+        if scope.get("http_version", "1.1") not in ("1.0", "1.1") and scope.get(
+            "method", "GET"
+        ) not in ("GET", "HEAD"):
+            return None  # HTTP/2 sends bodies without a length
+        length = 0
+    else:
+        if not length_text.isdigit():
+            return None
+        length = int(length_text)
+        if length > limit:
+            return None
+    # Every HTTP request brings at least one http.request message, an empty
+    # body included: it is read too, or a re-run would wait for it forever.
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    return _Replay(scope, messages)
