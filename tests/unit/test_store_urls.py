@@ -105,6 +105,12 @@ def test_urls_that_can_work_still_open(url: str) -> None:
         pytest.param(f"mysql://u:{SECRET}@[::1/db", id="mysql-netloc-bad-ipv6"),
         pytest.param(f"redis+sentinel://:{SECRET}@h:99999/m", id="sentinel-netloc"),
         pytest.param(f"nosuch://u:{SECRET}@[::1/0", id="unknown-scheme-bad-ipv6"),
+        # A password written with a raw "/", "?" or "#" (base64 has "/"): the
+        # URL parsers end the netloc there, the mask must not.
+        pytest.param(f"redis://u:pa/{SECRET}@h/0", id="redis-raw-slash-in-password"),
+        pytest.param(f"postgresql://u:pa?{SECRET}@h/db", id="pg-raw-query-in-password"),
+        pytest.param(f"mysql://u:pa#{SECRET}@h/db", id="mysql-raw-hash-in-password"),
+        pytest.param(f"redis://u:p@ss/{SECRET}@h/0", id="redis-raw-at-and-slash"),
     ],
 )
 def test_no_password_in_any_url_error(url: str) -> None:
@@ -113,6 +119,42 @@ def test_no_password_in_any_url_error(url: str) -> None:
         open_store(url)
     assert SECRET not in str(info.value)
     assert "***" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"redis://u:pa/{SECRET}@h/0", id="redis-slash"),
+        pytest.param(f"redis://u:pa?{SECRET}@h/0", id="redis-question-mark"),
+        pytest.param(f"postgresql://u:pa#{SECRET}@h/db", id="pg-hash"),
+        pytest.param(f"mysql://u:12/{SECRET}@h/db", id="mysql-digits-then-slash"),
+        pytest.param(f"redis://u:12?{SECRET}@h/0", id="redis-digits-then-question-mark"),
+    ],
+)
+def test_raw_delimiter_in_password_is_refused_without_echoing_it(url: str) -> None:
+    # Any part of the password, not only what follows the delimiter: the
+    # parsers read "pa" as a port and "12" as a valid one.
+    _needs(url)
+    with pytest.raises(ConfigError, match="percent-encode") as info:
+        open_store(url)
+    message = str(info.value)
+    assert SECRET not in message
+    assert ":pa" not in message and ":12" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/0?client_name=ops@example&breaker=off",
+        "redis://h/0?client_name=ops@example&breaker=off",
+        "redis://[::1]/0?client_name=a:b@c&breaker=off",
+        "redis+sentinel://h1:26379,h2:26379/m?client_name=ops@example&breaker=off",
+        "redis://u:p%2Fw@h:6379/0?client_name=ops@example&breaker=off",
+    ],
+)
+def test_at_in_a_query_value_is_no_password(url: str) -> None:
+    pytest.importorskip("redis", reason="the redis extra is not installed")
+    open_store(url).close()
 
 
 @pytest.mark.parametrize(
@@ -126,6 +168,18 @@ def test_no_password_in_any_url_error(url: str) -> None:
                      id="query-sslpassword"),
         pytest.param("redis://u:pw@[::1/0", "redis://u:***@[::1/0", id="malformed"),
         pytest.param("redis://h/0", "redis://h/0", id="nothing-to-mask"),
+        pytest.param("redis://u:a/b@h/0", "redis://u:***@h/0", id="raw-slash"),
+        pytest.param("redis://u:a?b@h/0?db=1", "redis://u:***@h/0?db=1", id="raw-question-mark"),
+        pytest.param("redis://u:a#b@h/0", "redis://u:***@h/0", id="raw-hash"),
+        pytest.param("redis://u:a@b/c@h/0", "redis://u:***@h/0", id="raw-at-and-slash"),
+        pytest.param("unix://:pw@/run/redis.sock?db=0", "unix://:***@/run/redis.sock?db=0",
+                     id="unix-socket"),
+        # Over-masked rather than risk a leak: an "@" in a query value reads
+        # as the end of a password written with a raw "/" or "?".
+        pytest.param("redis://h:6379/0?client_name=a@b", "redis://h:***@b",
+                     id="at-in-query-over-masked"),
+        pytest.param("redis://h:6379/0?client_name=ab", "redis://h:6379/0?client_name=ab",
+                     id="port-kept"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

@@ -29,16 +29,20 @@ def mask_url(url: str) -> str:
     a malformed URL (an unclosed ``[``): the error about such a URL must
     still be able to show it, masked. The rest is kept as written.
     """
-    head, sep, query = url.partition("?")
-    start = head.find("//")
+    start = url.partition("?")[0].find("//")
     if start >= 0:
         start += 2
-        end = min((i for i in (head.find("/", start), head.find("#", start)) if i >= 0),
-                  default=len(head))  # fmt: skip
-        userinfo, at, host = head[start:end].rpartition("@")
-        if at and ":" in userinfo:
-            user = userinfo.split(":", 1)[0]
-            head = f"{head[:start]}{user}:***@{host}{head[end:]}"
+        # The password ends at the *last* "@", wherever it is. A password
+        # written with a raw "/", "?" or "#" (base64 has "/") ends the netloc
+        # there for urlsplit and the drivers, and an error about the URL
+        # would show the rest of it in the clear. Rejected: cutting at the
+        # first "/?#" as urlsplit does (that leak); the cost is that an "@"
+        # in a query value over-masks (``redis://h:***@b``), never a leak.
+        at = url.rfind("@", start)
+        colon = url.find(":", start, at) if at >= 0 else -1
+        if colon >= 0:
+            url = f"{url[:colon]}:***{url[at:]}"
+    head, sep, query = url.partition("?")
     if sep:
         pairs = []
         for pair in query.split("&"):
@@ -49,9 +53,15 @@ def mask_url(url: str) -> str:
 
 
 def split_url(url: str) -> SplitResult:
-    """``urlsplit(url)``; a URL it cannot parse is a ``ConfigError`` (masked)."""
+    """``urlsplit(url)``; a URL it cannot parse is a ``ConfigError`` (masked).
+
+    So is a password written with a raw ``/``, ``?`` or ``#``: urlsplit (and
+    every driver) ends the netloc there, and the messages about the pieces
+    (a "port" or "database" that is really part of the password) would show
+    it. Refused here, before any store reads the pieces.
+    """
     try:
-        return urlsplit(url)
+        parts = urlsplit(url)
     except ValueError as exc:
         reason = str(exc)
         if "IPv6" in reason:
@@ -60,6 +70,38 @@ def split_url(url: str) -> SplitResult:
                 "e.g. [::1]:6379"
             )
         raise ConfigError(f"{mask_url(url)} is not a valid URL: {reason}") from None
+    if _password_cut_short(url, parts):
+        raise ConfigError(
+            f"{mask_url(url)}: an '@' after the host part, as when a password holds a raw "
+            "'/', '?' or '#', which ends the host part early; percent-encode them in the "
+            "password ('/' is %2F, '?' is %3F, '#' is %23, '@' is %40)"
+        )
+    return parts
+
+
+def _password_cut_short(url: str, parts: SplitResult) -> bool:
+    """Whether ``user:pass@`` runs past the netloc urlsplit found.
+
+    An "@" after the netloc is no password's end when it is in a query value
+    (``?client_name=ops@example``) and the netloc reads as ``host:port``.
+    """
+    if not parts.netloc:
+        return False
+    start = url.find("//") + 2
+    end = start + len(parts.netloc)
+    at = url.rfind("@")
+    if at < end or ":" not in url[start:at]:
+        return False
+    query = url.find("?", end)
+    if query < 0 or at < query:
+        return True  # the "@" is in the path or fragment
+    if "=" not in url[max(url.rfind("&", query, at), query) + 1 : at]:
+        return True  # in a parameter's name: no name holds an "@"
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        _host, colon, port = item.rpartition("]")[2].partition(":")
+        if colon and not port.strip().isdigit():
+            return True  # "user:pa" read as host "user", port "pa"
+    return False
 
 
 def host_ports(
