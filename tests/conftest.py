@@ -67,14 +67,9 @@ def _drop_table(url: str, table: str) -> None:
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
     else:
-        import pymysql
-        from urllib.parse import urlsplit
+        from tests.stores._sql import mysql_connect
 
-        parts = urlsplit(url)
-        conn = pymysql.connect(
-            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
-            database=parts.path.lstrip("/"), connect_timeout=5, read_timeout=30,
-        )
+        conn = mysql_connect(url)
         try:
             with conn.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS `{table}`")

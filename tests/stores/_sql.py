@@ -59,11 +59,11 @@ def quote(url: str, name: str) -> str:
 
 def mysql_connect(url: str) -> Any:
     """A PyMySQL connection (autocommit) to the MariaDB at ``url``."""
-    import pymysql  # type: ignore[import-untyped,unused-ignore]
+    import pymysql
 
     parts = urlsplit(url)
     return pymysql.connect(
-        host=parts.hostname, port=parts.port, user=parts.username,
+        host=parts.hostname, port=parts.port or 3306, user=parts.username,
         database=parts.path.lstrip("/"), autocommit=True, connect_timeout=5, read_timeout=30,
     )
 

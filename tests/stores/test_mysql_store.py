@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("pymysql", reason="the mysql extra is not installed")
 
-import pymysql.cursors  # type: ignore[import-untyped,unused-ignore]  # noqa: E402
+import pymysql.cursors  # noqa: E402
 
 from shoal.stores.base import Change, LockRequest, RecordKey, Touch  # noqa: E402
 from shoal.stores.mysql import MySQLStore  # noqa: E402
@@ -27,7 +27,7 @@ def table(mariadb_server: MariaDBServer) -> Iterator[str]:
     yield from fresh_table(mariadb_server.url)
 
 
-class CountingCursor(Counting, pymysql.cursors.Cursor):  # type: ignore[misc]
+class CountingCursor(Counting, pymysql.cursors.Cursor):
     pass
 
 
