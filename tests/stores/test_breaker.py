@@ -218,11 +218,24 @@ def test_breaker_options_come_off_the_url() -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["breaker=maybe", "breaker_threshold=0", "breaker_cooldown=-1", "breaker_window=x"],
+    [
+        "breaker=maybe", "breaker_threshold=0", "breaker_cooldown=-1", "breaker_window=x",
+        # An infinite cooldown never probes: open for the life of the process.
+        # NaN compares false with everything: no cooldown, no window, never slow.
+        "breaker_cooldown=inf", "breaker_cooldown=nan", "breaker_window=nan",
+        "breaker_slow=nan",
+    ],
 )
 def test_bad_breaker_options_are_config_errors(query: str) -> None:
     with pytest.raises(ConfigError):
         open_store(f"postgresql://h/db?{query}")
+
+
+def test_a_probe_timeout_must_be_finite() -> None:
+    # A probe whose thread died would hold the half-open breaker forever.
+    with pytest.raises(ConfigError, match="probe_timeout"):
+        BreakerSettings(probe_timeout=float("inf"))
+    assert BreakerSettings(slow=float("inf")).slow == float("inf"), "slow=inf: count only"
 
 
 # -- slow failures and the defaults ------------------------------------------------

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import threading
 import time
@@ -120,10 +121,21 @@ class BreakerSettings:
     def __post_init__(self) -> None:
         if self.threshold < 1:
             raise ConfigError("breaker_threshold must be at least 1")
-        if min(self.window, self.cooldown, self.slow, self.probe_timeout, self.summary_every) <= 0:
-            raise ConfigError(
-                "breaker_window, breaker_cooldown and breaker_slow must be positive seconds"
-            )
+        seconds = {
+            "breaker_window": self.window,
+            "breaker_cooldown": self.cooldown,
+            "breaker_slow": self.slow,
+            "probe_timeout": self.probe_timeout,
+            "summary_every": self.summary_every,
+        }
+        for name, value in seconds.items():
+            # "not > 0" also refuses NaN, which compares false with everything.
+            if not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value}")
+        # Infinite, these would never probe again: open for the process's life.
+        for name in ("breaker_cooldown", "probe_timeout"):
+            if math.isinf(seconds[name]):
+                raise ConfigError(f"{name} must be finite: the breaker would never close")
 
 
 class CircuitBreaker:
