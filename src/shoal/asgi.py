@@ -7,9 +7,9 @@ the event loop. For the local stores (memory, SQLite, file, dbm) that is the
 final design; Redis and PostgreSQL get native async stores later (issue 10),
 behind the same middleware.
 
-When the load happens: a request without a session cookie costs no store
-I/O at all (its session is new and empty, made on first use without a
-lookup). A request with one is loaded, and locked under ``serialized``, in a
+When the load happens: a request without a session id (cookie or header)
+costs no store I/O at all (its session is new and empty, made on first use
+without a lookup). A request with one is loaded, and locked under ``serialized``, in a
 thread *before* the application is called, because a lazy load would be a
 blocking ``__getitem__`` on the loop. Rejected: loading on first access (it
 blocks the loop) and an ``await session.load()`` the application must call
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from functools import partial
 from collections.abc import (
     Awaitable,
     Callable,
@@ -59,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - anyio comes with starlette
 from .errors import ConfigError, ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
 from .manager import CommitOutcome, SessionManager
 from .session import Session
-from .transports import ANSWERED, CookieTransport, Incoming, Transport
+from .transports import ANSWERED, Incoming, Transport, transport_for
 from .wsgi import _log_misuse, answer_error, rollback_quietly
 
 __all__ = ["SCOPE_KEY", "SessionDict", "SessionMiddleware"]
@@ -256,6 +257,10 @@ class SessionMiddleware:
     ``http.response.start`` goes out). A conflict that cannot be retried is
     answered with 409. Re-running repeats the view's other side effects, so
     enable it for views that are safe to run again.
+
+    ``transport`` carries the id: by default a cookie with the manager's
+    cookie options; ``shoal.transports.HeaderTransport("X-Session-Id")`` for
+    API clients that send the id in a header.
     """
 
     def __init__(
@@ -265,6 +270,7 @@ class SessionMiddleware:
         *,
         retry_conflicts: int = 0,
         max_replay_body: int = 65536,
+        transport: Transport | None = None,
     ) -> None:
         if (
             not isinstance(retry_conflicts, int) or isinstance(retry_conflicts, bool)
@@ -275,7 +281,7 @@ class SessionMiddleware:
         self.manager = manager
         self.retry_conflicts = retry_conflicts
         self.max_replay_body = max_replay_body
-        self.transport = CookieTransport(manager.cookie, replica=bool(manager.replica))
+        self.transport = transport_for(manager, transport)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -297,7 +303,7 @@ class SessionMiddleware:
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, *, retry: bool) -> bool:
         """One run of the application; False when it must run again (``retry``)."""
-        incoming = self.transport.read_cookie_header(_cookie_header(scope))
+        incoming = self.transport.read(partial(_scope_header, scope))
         session = self.manager.begin(incoming.session_id, replica=incoming.replica)
         session._set_end(
             "when the response started (http.response.start)",
@@ -439,10 +445,14 @@ def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
-def _cookie_header(scope: Scope) -> str:
-    """The request's Cookie header; several (HTTP/2 splits them) are joined with "; "."""
-    found = [value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"cookie"]
-    return "; ".join(found)
+def _scope_header(scope: Scope, name: str) -> str | None:
+    """A request header by name, or None. Several are joined as HTTP joins them:
+    Cookie headers (HTTP/2 splits them) with "; ", any other with ", "."""
+    wanted = name.lower().encode("latin-1")
+    found = [value.decode("latin-1") for key, value in scope.get("headers", ()) if key == wanted]
+    if not found:
+        return None
+    return ("; " if wanted == b"cookie" else ", ").join(found)
 
 
 # -- replaying a request (retry_conflicts) ------------------------------------

@@ -10,7 +10,10 @@ chunks and ``Vary`` the same way, and an ASGI middleware can reuse it as is.
 A transport reads headers through a ``HeaderGetter`` (a header name in its
 usual spelling, ``"Cookie"``, to its value or None), so a transport that
 carries the id in a header of its own (``X-Session-Id``, for API clients)
-fits the same ``Transport`` protocol. Only ``CookieTransport`` exists today.
+fits the same ``Transport`` protocol: ``CookieTransport`` for browsers,
+``HeaderTransport`` for API and mobile clients. ``transport_for`` picks the
+default (cookies, from the manager's options) and refuses a transport that
+cannot carry what the manager sends (a replica over a header).
 
 The replica travels in cookies ``<name>_r0``, ``<name>_r1``, ...: chunk 0
 starts with ``<count>.<digest>.`` so a missing, foreign or reordered chunk
@@ -23,20 +26,30 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+import re
 from typing import TYPE_CHECKING, Final, Protocol
 
 from .cookies import CookieOptions, clear_cookie_header, parse_cookie_header, set_cookie_header
-from .errors import ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
+from .errors import (
+    ConfigError,
+    ConflictError,
+    LockLost,
+    LockTimeout,
+    ShoalError,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
-    from .manager import CommitOutcome
+    from .manager import CommitOutcome, SessionManager
 
 __all__ = [
     "ANSWERED",
     "COOKIE_BUDGET",
     "MAX_CHUNKS",
+    "MAX_ID_HEADER",
     "CookieTransport",
     "HeaderGetter",
+    "HeaderTransport",
     "Headers",
     "Incoming",
     "Transport",
@@ -45,6 +58,7 @@ __all__ = [
     "replica_chunk_names",
     "replica_set_cookies",
     "split_chunks",
+    "transport_for",
 ]
 
 log = logging.getLogger("shoal")
@@ -56,6 +70,10 @@ HeaderGetter = Callable[[str], str | None]
 COOKIE_BUDGET: Final = 3900
 """Bytes per replica cookie, name and attributes included (browsers keep 4096)."""
 MAX_CHUNKS: Final = 32
+MAX_ID_HEADER: Final = 1024
+"""Longest id header read; far above an id's 43 characters, so a longer value
+is none that shoal sent: ignored whole before any parsing, as a Cookie header
+over ``MAX_COOKIE_HEADER`` is."""
 
 # The errors a transport answers itself: the store's state, not a bug. Every
 # other ShoalError propagates to the framework. Rejected: a plain 500 of our
@@ -99,6 +117,10 @@ class Incoming:
 
 class Transport(Protocol):
     """Moves a session between requests and responses; pure, one per options."""
+
+    @property
+    def replica(self) -> bool:
+        """Whether it carries the manager's replica (``SessionManager(replica=...)``)."""
 
     def read(self, header: HeaderGetter) -> Incoming:
         """The id (and replica) the request carries."""
@@ -154,6 +176,93 @@ class CookieTransport:
         if vary:
             headers.append(("Vary", "Cookie"))
         return headers
+
+
+# RFC 9110 token, minus "_": nginx and gunicorn drop (or refuse) request
+# headers with an underscore, so such a name would silently lose every id.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^`|~0-9A-Za-z-]+")
+_RESERVED = frozenset({"cookie", "set-cookie", "vary", "content-length", "content-type"})
+
+
+class HeaderTransport:
+    """The session id in a request header of its own, for API and mobile clients.
+
+    The client sends its id in ``name`` (``X-Session-Id: <id>``); a response
+    carries ``name`` only when the client must change what it holds: the new
+    id (a new session, a rotation at login, a refreshed ``max_age``), or an
+    empty value (``X-Session-Id:``) when the session ended (logout, or an id
+    that names nothing), meaning "drop your id". No header means "keep it".
+    ``Vary`` names the header, not Cookie. No replica: a client that keeps
+    one header would have to keep the chunks too, and the manager's
+    ``replica=`` is refused by ``transport_for`` (rejected: a second header
+    for the replica, which no API client asked for and proxies cap in size).
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "X-Session-Id") -> None:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"header name {name!r} is not a valid HTTP header name: use letters, digits "
+                "and '-' (proxies drop names with '_'), e.g. HeaderTransport('X-Session-Id')"
+            )
+        if name.lower() in _RESERVED:
+            raise ConfigError(
+                f"header name {name!r} already has a meaning in HTTP: pick a header of its "
+                "own, e.g. HeaderTransport('X-Session-Id'); for cookies, leave transport= out"
+            )
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<HeaderTransport {self.name!r}>"
+
+    @property
+    def replica(self) -> bool:
+        return False
+
+    def read(self, header: HeaderGetter) -> Incoming:
+        value = header(self.name)
+        if value is None or len(value) > MAX_ID_HEADER:
+            return Incoming()
+        # A malformed value (two ids joined by a proxy, a bad character) is
+        # refused by the manager: a fresh session, no store I/O.
+        return Incoming(session_id=value.strip(" \t") or None)
+
+    def response_headers(
+        self, outcome: CommitOutcome, incoming: Incoming, *, https: bool, vary: bool
+    ) -> Headers:
+        headers: Headers = []
+        if outcome.send_id is not None:
+            headers.append((self.name, outcome.send_id))
+        elif outcome.clear:
+            headers.append((self.name, ""))
+        if vary:
+            headers.append(("Vary", self.name))
+        return headers
+
+
+def transport_for(manager: SessionManager, transport: Transport | None = None) -> Transport:
+    """``transport``, checked against ``manager``; by default the manager's cookies.
+
+    Refused with a ``ConfigError``: a transport that does not carry the
+    replica of a manager with ``replica=`` (it would be sent nowhere, or
+    never read back), and a replica transport on a manager without one.
+    """
+    replica = bool(manager.replica)
+    if transport is None:
+        return CookieTransport(manager.cookie, replica=replica)
+    if replica and not transport.replica:
+        raise ConfigError(
+            f"{transport!r} carries no replica, but the SessionManager has "
+            f"replica={manager.replica!r}: leave transport= out (cookies carry the "
+            "replica), or drop replica= from the SessionManager"
+        )
+    if transport.replica and not replica:
+        raise ConfigError(
+            f"{transport!r} reads replica cookies, but the SessionManager has no replica: "
+            "give replica=False to the transport, or replica=True to the SessionManager"
+        )
+    return transport
 
 
 # -- replica chunks -------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._replay import UnreadableBody, capture
@@ -32,7 +33,7 @@ from .errors import (
 )
 from .manager import CommitOutcome, SessionManager
 from .session import Session
-from .transports import ANSWERED, CookieTransport, Incoming, Transport, error_response
+from .transports import ANSWERED, Incoming, Transport, error_response, transport_for
 
 __all__ = [
     "ENVIRON_KEY", "SessionMiddleware", "answer_error", "error_response", "rollback_quietly",
@@ -111,6 +112,10 @@ class SessionMiddleware:
     server's ``start_response`` is called. A conflict that cannot be retried
     is answered with 409. Re-running repeats the view's other side effects,
     so enable it for views that are safe to run again.
+
+    ``transport`` carries the id: by default a cookie with the manager's
+    cookie options; ``shoal.transports.HeaderTransport("X-Session-Id")`` for
+    API clients that send the id in a header.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class SessionMiddleware:
         *,
         retry_conflicts: int = 0,
         max_replay_body: int = 65536,
+        transport: Transport | None = None,
     ) -> None:
         if retry_conflicts < 0 or max_replay_body < 0:
             raise ConfigError("retry_conflicts and max_replay_body must be >= 0")
@@ -127,7 +133,7 @@ class SessionMiddleware:
         self.manager = manager
         self.retry_conflicts = retry_conflicts
         self.max_replay_body = max_replay_body
-        self.transport = CookieTransport(manager.cookie, replica=bool(manager.replica))
+        self.transport = transport_for(manager, transport)
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -156,7 +162,7 @@ class SessionMiddleware:
         self, environ: WSGIEnvironment, start_response: StartResponse, *, retry: bool
     ) -> Iterable[bytes] | None:
         """One run of the application; None when it must run again (``retry``)."""
-        incoming = self.transport.read_cookie_header(environ.get("HTTP_COOKIE", ""))
+        incoming = self.transport.read(partial(_environ_header, environ))
         session = self.manager.begin(incoming.session_id, replica=incoming.replica)
         session._set_end("when the response started", "set session values before start_response")
         environ[ENVIRON_KEY] = session
@@ -295,6 +301,12 @@ class _Body:
 
     def close(self) -> None:
         _close(self._body)
+
+
+def _environ_header(environ: WSGIEnvironment, name: str) -> str | None:
+    """A request header from ``environ`` by its name (``"Cookie"`` is ``HTTP_COOKIE``)."""
+    value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+    return value if isinstance(value, str) else None
 
 
 def _plain(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:

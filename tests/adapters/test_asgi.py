@@ -32,9 +32,10 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
 from shoal import ConfigError, SessionManager, SessionStateError, StoreUnavailable
-from shoal.asgi import SessionDict, SessionMiddleware
+from shoal.asgi import SCOPE_KEY, SessionDict, SessionMiddleware
 from shoal.stores import open_store
 from shoal.stores.base import Store
+from shoal.transports import HeaderTransport
 from tests._counting import CountingStore
 from tests.processes._gunicorn import START_TIMEOUT, free_port, get, wait_listening
 
@@ -146,6 +147,52 @@ def test_no_store_io_without_a_cookie(store: CountingStore, app_id: str) -> None
     assert store.calls == []
     client.get("/")  # the first write stores it
     assert store.calls == ["create"]
+
+
+async def login(request: Request) -> Response:
+    request.scope[SCOPE_KEY].rotate()
+    request.session["user"] = "ada"
+    return PlainTextResponse("in")
+
+
+async def logout(request: Request) -> Response:
+    request.scope[SCOPE_KEY].invalidate()
+    return PlainTextResponse("out")
+
+
+def test_the_header_transport_carries_the_id_in_x_session_id(
+    store: CountingStore, app_id: str
+) -> None:
+    manager = SessionManager(store, app_id=app_id)
+    app = Starlette(
+        routes=[Route("/", counter), Route("/peek", peek), Route("/login", login),
+                Route("/logout", logout)],
+        middleware=[Middleware(SessionMiddleware, manager=manager, transport=HeaderTransport())],
+    )  # fmt: skip
+    client = TestClient(app)
+
+    def get(path: str, session_id: str | None = None) -> Any:  # starlette's own httpx
+        headers = {} if session_id is None else {"X-Session-Id": session_id}
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200 and "set-cookie" not in response.headers
+        return response
+
+    first = get("/")
+    session_id = first.headers["x-session-id"]
+    assert first.text == "n=1" and first.headers["vary"] == "X-Session-Id"
+    assert [get("/", session_id).text for _ in range(2)] == ["n=2", "n=3"]
+    assert get("/peek").text == "n=None"  # no header, no session
+    rotated = get("/login", session_id).headers["x-session-id"]
+    assert rotated != session_id and get("/peek", rotated).text == "n=3"
+    assert get("/peek", session_id).headers["x-session-id"] == ""  # the old id: drop it
+    assert get("/logout", rotated).headers["x-session-id"] == ""
+    store.calls.clear()
+    for bad in ["A" * 42, "A" * 5000, f"{rotated}, {rotated}"]:
+        response = get("/peek", bad)
+        assert response.text == "n=None"
+    assert store.calls == []  # malformed or oversized: never reaches the store
+    chosen = "B" * 43  # well-formed, unknown: looked up once, never adopted
+    assert get("/", chosen).headers["x-session-id"] != chosen
 
 
 def test_a_cookie_request_loads_before_the_view(store: CountingStore, app_id: str) -> None:
