@@ -22,12 +22,12 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ShoalError
+from .errors import ConfigError, ShoalError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["Replay", "UnreadableBody", "capture"]
+__all__ = ["Replay", "UnreadableBody", "capture", "check_replay_options"]
 
 _CHUNK = 16384
 
@@ -62,6 +62,13 @@ class Replay:
         environ = first if first is not None else dict(self.environ)
         environ["wsgi.input"] = io.BytesIO(self.body)
         return environ
+
+
+def check_replay_options(retry_conflicts: object, max_replay_body: object) -> None:
+    """The ``retry_conflicts`` and ``max_replay_body`` of either middleware: ints >= 0."""
+    for value in (retry_conflicts, max_replay_body):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError("retry_conflicts and max_replay_body must be ints >= 0")
 
 
 def capture(environ: WSGIEnvironment, limit: int) -> Replay | None:

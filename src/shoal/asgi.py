@@ -57,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - anyio comes with starlette
         "pip install 'shoal[starlette]' (or anyio)"
     ) from exc
 
+from ._replay import check_replay_options
 from .errors import ConfigError, ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
 from .manager import CommitOutcome, SessionManager
 from .session import Session
@@ -272,11 +273,7 @@ class SessionMiddleware:
         max_replay_body: int = 65536,
         transport: Transport | None = None,
     ) -> None:
-        if (
-            not isinstance(retry_conflicts, int) or isinstance(retry_conflicts, bool)
-            or retry_conflicts < 0 or max_replay_body < 0
-        ):
-            raise ConfigError("retry_conflicts and max_replay_body must be ints >= 0")
+        check_replay_options(retry_conflicts, max_replay_body)
         self.app = app
         self.manager = manager
         self.retry_conflicts = retry_conflicts

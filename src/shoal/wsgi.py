@@ -20,11 +20,10 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._replay import UnreadableBody, capture
+from ._replay import UnreadableBody, capture, check_replay_options
 from .errors import (
-    ConfigError,
     ConflictError,
     LockLost,
     LockTimeout,
@@ -127,8 +126,7 @@ class SessionMiddleware:
         max_replay_body: int = 65536,
         transport: Transport | None = None,
     ) -> None:
-        if retry_conflicts < 0 or max_replay_body < 0:
-            raise ConfigError("retry_conflicts and max_replay_body must be >= 0")
+        check_replay_options(retry_conflicts, max_replay_body)
         self.app = app
         self.manager = manager
         self.retry_conflicts = retry_conflicts

@@ -219,6 +219,23 @@ def test_through_a_real_wsgi_client(memory_manager: SessionManager) -> None:
     assert second.get_data() == b"attempt 3 n=102 body=payload"
 
 
-def test_negative_options_are_refused(memory_manager: SessionManager) -> None:
-    with pytest.raises(ConfigError, match="retry_conflicts"):
-        SessionMiddleware(lambda e, s: [], memory_manager, retry_conflicts=-1)
+@pytest.mark.parametrize("middleware", ["wsgi", "asgi"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"retry_conflicts": -1}, id="negative-retries"),
+        pytest.param({"max_replay_body": -1}, id="negative-body"),
+        pytest.param({"retry_conflicts": True}, id="bool-retries"),
+        pytest.param({"retry_conflicts": "3"}, id="str-retries"),
+        pytest.param({"max_replay_body": 1.5}, id="float-body"),
+    ],
+)
+def test_bad_replay_options_are_refused_by_both_middlewares(
+    memory_manager: SessionManager, middleware: str, options: dict[str, Any]
+) -> None:
+    if middleware == "wsgi":
+        make: Callable[..., object] = SessionMiddleware
+    else:
+        from shoal.asgi import SessionMiddleware as make
+    with pytest.raises(ConfigError, match="retry_conflicts and max_replay_body"):
+        make(lambda *args: None, memory_manager, **options)
