@@ -90,6 +90,24 @@ def store(store_url: str) -> Iterator[Store]:
     opened.close()
 
 
+# The stores that need no server: for the semantics that do not depend on the
+# store (the request path, the adapters), which the contract suite runs everywhere.
+LOCAL_STORE_KINDS = ("memory", "sqlite")
+
+
+@pytest.fixture(params=LOCAL_STORE_KINDS)
+def local_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty memory or SQLite store."""
+    return STORE_KINDS[request.param](request, tmp_path)
+
+
+@pytest.fixture
+def local_store(local_store_url: str) -> Iterator[Store]:
+    opened = open_store(local_store_url)
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     """Starts at the real time, so servers with native TTLs agree with it."""

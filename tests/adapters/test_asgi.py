@@ -10,13 +10,9 @@ import asyncio
 import copy
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,17 +33,14 @@ from shoal.stores import open_store
 from shoal.stores.base import Store
 from shoal.transports import HeaderTransport
 from tests._counting import CountingStore
-from tests.processes._gunicorn import START_TIMEOUT, free_port, get, wait_listening
+from tests.processes._servers import get, running_uvicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CountingStore]:
-    url = "memory://" if request.param == "memory" else f"sqlite://{tmp_path / 'sessions.db'}"
-    inner = open_store(url)
-    yield CountingStore(inner)
-    inner.close()
+@pytest.fixture
+def store(local_store: Store) -> CountingStore:
+    return CountingStore(local_store)
 
 
 async def counter(request: Request) -> Response:
@@ -400,14 +393,7 @@ def test_one_session_across_two_uvicorn_workers(tmp_path: Path) -> None:
     """8 clients x 25 increments of one session under serialized, 2 uvicorn workers: exact."""
     url = f"sqlite://{tmp_path / 'sessions.db'}"
     env = {**os.environ, "SHOAL_STORE": url, "PYTHONPATH": str(ROOT)}
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--workers", "2", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "tests.adapters.uvicorn_app:app"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
-    try:
-        wait_listening(port, proc, time.monotonic() + START_TIMEOUT)
+    with running_uvicorn("tests.adapters.uvicorn_app:app", cwd=ROOT, env=env, workers=2) as port:
         first = get(port)
         assert first.status == 200 and first.cookie is not None
 
@@ -422,12 +408,5 @@ def test_one_session_across_two_uvicorn_workers(tmp_path: Path) -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             served = set().union(*pool.map(client, range(8)))
         final = json.loads(get(port, first.cookie).body)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
     assert final["n"] == 1 + 8 * 25 + 1, "serialized: no increment lost across processes"
     assert len(set(final["pids"])) == 2 and served <= set(final["pids"])

@@ -80,12 +80,9 @@ def make_app(manager: SessionManager, **config: Any) -> Flask:
     return app
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def manager(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[
-    SessionManager
-]:
-    store = "memory://" if request.param == "memory" else f"sqlite://{tmp_path / 's.db'}"
-    opened = SessionManager(store, app_id="flask", clock=clock)
+@pytest.fixture
+def manager(local_store_url: str, clock: ManualClock) -> Iterator[SessionManager]:
+    opened = SessionManager(local_store_url, app_id="flask", clock=clock)
     yield opened
     opened.close()
 

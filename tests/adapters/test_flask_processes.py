@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ..processes._gunicorn import get, running_gunicorn
+from ..processes._servers import get, running_gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 8

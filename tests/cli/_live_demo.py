@@ -25,6 +25,8 @@ from typing import IO, Any
 
 import orjson
 
+from tests.processes._servers import stop
+
 TIMEOUT = 60.0
 
 
@@ -92,13 +94,7 @@ def live_demo(tmp_path: Path, *args: str) -> Iterator[LiveDemo]:
         assert found, banner
         yield LiveDemo(process, found.group(0), output)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=TIMEOUT)
+        stop(process, TIMEOUT)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()

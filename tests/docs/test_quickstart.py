@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.processes._gunicorn import get, running_gunicorn
+from tests.processes._servers import get, running_gunicorn
 
 from ._markdown import parse_examples
 

@@ -6,8 +6,7 @@ id by hand, as an API client does, and reads the new one from the response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from werkzeug.test import Client, TestResponse
 
 from shoal import ConfigError, SessionManager
 from shoal.ids import new_id
-from shoal.stores import open_store
+from shoal.stores.base import Store
 from shoal.transports import MAX_ID_HEADER, CookieTransport, HeaderTransport
 from shoal.wsgi import SessionMiddleware
 
@@ -44,12 +43,9 @@ def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]
     return [body]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CountingStore]:
-    url = "memory://" if request.param == "memory" else f"sqlite://{tmp_path / 'sessions.db'}"
-    inner = open_store(url)
-    yield CountingStore(inner)
-    inner.close()
+@pytest.fixture
+def store(local_store: Store) -> CountingStore:
+    return CountingStore(local_store)
 
 
 def client(store: CountingStore, app_id: str, name: str = "X-Session-Id") -> Client:

@@ -7,7 +7,6 @@ not depend on the store).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from werkzeug.test import Client, TestResponse
 
 from shoal import ManualClock, Policy, SessionManager, SessionStateError
 from shoal.ids import hash_id
-from shoal.stores import open_store
 from shoal.stores.base import RecordKey, Store
 from shoal.wsgi import SessionMiddleware
 
@@ -25,12 +23,9 @@ Environ = dict[str, Any]
 KEY = "request-path-test-key-" + "k" * 32
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = "memory://" if request.param == "memory" else f"sqlite://{tmp_path / 's.db'}"
-    opened = open_store(url)
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(local_store: Store) -> Store:
+    return local_store
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from shoal.stores.sqlite import SQLiteStore
 
-from ._gunicorn import get, running_gunicorn
+from ._servers import get, running_gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,15 +8,11 @@ so memory and SQLite are enough.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from shoal import EncodeError, ManualClock, Policy, SessionManager, SessionStateError
 from shoal.ids import is_well_formed
-from shoal.stores import open_store
 from shoal.stores.base import Store
 
 from tests._counting import CountingStore
@@ -24,12 +20,9 @@ from tests._counting import CountingStore
 
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = "memory://" if request.param == "memory" else f"sqlite://{tmp_path / 's.db'}"
-    opened = open_store(url)
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(local_store: Store) -> Store:
+    return local_store
 
 
 @pytest.fixture(params=[p.value for p in Policy])

@@ -1,4 +1,4 @@
-"""A real gunicorn on a free loopback port, and one-shot HTTP requests to it."""
+"""Real servers (gunicorn, uvicorn) on a free loopback port, and one-shot HTTP requests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 START_TIMEOUT = 30.0
 
@@ -25,13 +25,37 @@ def free_port() -> int:
 def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {proc.returncode}")
+            raise AssertionError(f"the server exited with {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise AssertionError("gunicorn did not listen within the deadline")
+    raise AssertionError("the server did not listen within the deadline")
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM a server we started, by PID; SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@contextmanager
+def running_server(
+    argv: Sequence[str], port: int, *, cwd: Path, env: Mapping[str, str]
+) -> Iterator[int]:
+    """Run ``argv`` (a server that will listen on ``port``) until the block ends."""
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env))
+    try:
+        wait_listening(port, proc, time.monotonic() + START_TIMEOUT)
+        yield port
+    finally:
+        stop(proc)
 
 
 @contextmanager
@@ -45,21 +69,24 @@ def running_gunicorn(
 ) -> Iterator[int]:
     """gunicorn serving ``app`` (``module:attr``) until the block ends; yields its port."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
-         f"127.0.0.1:{port}", "--log-level", "warning", *extra_args, app],
-        cwd=cwd, env=dict(env),
-    )
-    try:
-        wait_listening(port, proc, time.monotonic() + START_TIMEOUT)
+    argv = [
+        sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
+        f"127.0.0.1:{port}", "--log-level", "warning", *extra_args, app,
+    ]  # fmt: skip
+    with running_server(argv, port, cwd=cwd, env=env):
         yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+
+
+@contextmanager
+def running_uvicorn(app: str, *, cwd: Path, env: Mapping[str, str], workers: int) -> Iterator[int]:
+    """uvicorn serving ``app`` (``module:attr``) until the block ends; yields its port."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "uvicorn", "--workers", str(workers), "--host", "127.0.0.1",
+        "--port", str(port), "--log-level", "warning", app,
+    ]  # fmt: skip
+    with running_server(argv, port, cwd=cwd, env=env):
+        yield port
 
 
 class Answer(NamedTuple):
