@@ -33,6 +33,7 @@ import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from typing import Any, Final, NamedTuple, NoReturn, TypeVar, overload
 
+from ._units import human_size
 from .clock import Clock
 from .codec import Codec, decode_field, encode_field, field_expiry
 from .errors import ConfigError, EncodeError, SessionStateError
@@ -56,17 +57,6 @@ _MISSING: Final = object()
 def _field_size(key: str, data: bytes) -> int:
     """What one field costs in the store: its key in UTF-8 and its encoded value."""
     return (len(key) if key.isascii() else len(key.encode("utf-8"))) + len(data)
-
-
-def _human(size: float) -> str:
-    """``312 B``, ``1.2 MiB``: one decimal above a KiB, as ``shoal ls`` shows sizes."""
-    if size < 1024:
-        return f"{int(size)} B"
-    for unit in ("KiB", "MiB"):
-        size /= 1024
-        if size < 1024 or unit == "MiB":
-            break
-    return f"{size:.1f} {unit}"
 
 
 class _Fields(dict[str, bytes]):
@@ -429,8 +419,8 @@ class Session(MutableMapping[str, Any]):
         ):
             raise EncodeError(
                 key,
-                f"the session would be {_human(size)} ({size} bytes), over "
-                f"max_session_bytes={self._max_bytes} ({_human(self._max_bytes)}); keep large "
+                f"the session would be {human_size(size)} ({size} bytes), over "
+                f"max_session_bytes={self._max_bytes} ({human_size(self._max_bytes)}); keep large "
                 "data elsewhere (a database, a file) and its id in the session, or raise "
                 "max_session_bytes",
             )

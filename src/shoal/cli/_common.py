@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .._units import human_size
 from ..errors import ConfigError, ShoalError
 from ..stores import open_store
 from ..stores._url import url_path, url_scheme
@@ -198,21 +199,6 @@ def duration(seconds: float) -> str:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """``1 session``, ``2 sessions``, ``0 sessions``."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
-
-
-def human_size(size: int) -> str:
-    """Bytes in binary units, one decimal above a KiB: ``312 B``, ``1.5 KiB``, ``40.0 MiB``.
-
-    Tables show these; ``--json`` keeps the exact byte counts.
-    """
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if round(value, 1) < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def relative(when: float, now: float) -> str:
