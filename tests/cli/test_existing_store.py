@@ -150,15 +150,22 @@ def test_a_store_in_rollback_journal_mode_stays_in_it(tmp_path: Path) -> None:
 # -- PostgreSQL and MariaDB -----------------------------------------------------------
 
 
+def app_database(server_url: str, users_table: str, drop_options: str = "") -> Iterator[str]:
+    """A fresh database on the server at ``server_url`` holding one application
+    table (``CREATE TABLE users ...``); its URL, dropped afterwards."""
+    name = f"app_{uuid.uuid4().hex[:10]}"
+    execute(server_url, f"CREATE DATABASE {name}")
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    execute(url, f"CREATE TABLE users {users_table}")
+    yield url
+    execute(server_url, f"DROP DATABASE {name}{drop_options}")
+
+
 @pytest.fixture
 def pg_app(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh PostgreSQL database holding one application table; its URL."""
-    name = f"app_{uuid.uuid4().hex[:10]}"
-    execute(postgres_server.url, f"CREATE DATABASE {name}")
-    url = postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
-    execute(url, "CREATE TABLE users (id serial PRIMARY KEY, name text)")
-    yield url
-    execute(postgres_server.url, f"DROP DATABASE {name} WITH (FORCE)")
+    yield from app_database(
+        postgres_server.url, "(id serial PRIMARY KEY, name text)", " WITH (FORCE)"
+    )
 
 
 def pg_tables(url: str) -> list[tuple[str, str]]:
@@ -197,13 +204,7 @@ def test_an_apps_postgresql_database_is_not_a_store_and_is_left_alone(
 
 @pytest.fixture
 def maria_app(mariadb_server: MariaDBServer) -> Iterator[str]:
-    """A fresh MariaDB database holding one application table; its URL."""
-    name = f"app_{uuid.uuid4().hex[:10]}"
-    execute(mariadb_server.url, f"CREATE DATABASE {name}")
-    url = mariadb_server.url.rsplit("/", 1)[0] + f"/{name}"
-    execute(url, "CREATE TABLE users (id INT PRIMARY KEY, name TEXT)")
-    yield url
-    execute(mariadb_server.url, f"DROP DATABASE {name}")
+    yield from app_database(mariadb_server.url, "(id INT PRIMARY KEY, name TEXT)")
 
 
 def maria_tables(url: str) -> list[Any]:
