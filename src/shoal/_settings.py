@@ -33,7 +33,7 @@ _HINTS: Final[dict[str, str]] = {
     "idle_timeout": "how long an unused session lives, e.g. idle_timeout=1800",
     "absolute_timeout": "the longest a session lives, e.g. absolute_timeout=7 * 86400",
     "touch_interval": "how often a read extends the idle expiry, e.g. touch_interval=60 "
-    "(0: on every request)",
+    "(0: on every request, None: reads never extend it)",
     "grace": "how long an expired record is kept before purge, longer than any request, "
     "e.g. grace=120",
     "lock_timeout": "how long a serialized request waits for the lock, e.g. lock_timeout=10 "
@@ -149,7 +149,7 @@ class ManagerSettings:
 
     idle_timeout: float
     absolute_timeout: float
-    touch_interval: float
+    touch_interval: float | None
     grace: float
     lock_timeout: float
     lock_lease: float
@@ -192,8 +192,13 @@ def check_manager_settings(
             f"idle_timeout <= absolute_timeout (equal values give every session a fixed "
             "lifetime)"
         )
-    touch = seconds("touch_interval", touch_interval, allow_zero=True)
-    if touch > idle / 2:
+    # None: reads never extend a session (Django's sessions: only saves do).
+    touch = (
+        None
+        if touch_interval is None
+        else seconds("touch_interval", touch_interval, allow_zero=True)
+    )
+    if touch is not None and touch > idle / 2:
         raise ConfigError(
             f"touch_interval={touch_interval} is more than half of idle_timeout="
             f"{idle_timeout}: a session could expire between touches; "

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from ._settings import check_manager_settings, size_limit
 from .clock import Clock, system_clock
-from .codec import Codec, JsonCodec
+from .codec import Codec, JsonCodec, decode_field
 from .config import default_store_url
 from .cookies import CookieOptions
 from .errors import ConfigError, ConflictError, LockLost, LockTimeout
@@ -30,7 +30,7 @@ from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
 from .policies import Policy, build_change, parse_policy
 from .replica import ReplicaStats, Replicator
 from .sealing import Secret
-from .session import Session
+from .session import LIFETIME_KEY, Session
 from .stores import open_store
 from .stores.base import (
     ApplyStatus,
@@ -93,6 +93,11 @@ class SessionManager:
     ``set`` over either is an ``EncodeError`` naming the key and the limit;
     None turns a limit off (docs/security.md).
 
+    ``idle_timeout`` is each session's lifetime after its last save or touch,
+    unless the session has one of its own (``Session.set_lifetime``, what
+    Django's ``set_expiry`` uses); ``touch_interval=None`` makes reads never
+    extend a session (Django's behaviour: only saves do).
+
     ``cookie`` is a ``CookieOptions`` or a dict of its fields. Every argument
     is checked here (``shoal._settings``): a bad one is a ``ConfigError``
     naming the fix, never an error at the first request.
@@ -107,7 +112,7 @@ class SessionManager:
         secret_keys: Sequence[str | bytes | Secret] | None = None,
         idle_timeout: float = 1800,
         absolute_timeout: float = 7 * 86400,
-        touch_interval: float = 60,
+        touch_interval: float | None = 60,
         grace: float = 120,
         cookie: CookieOptions | Mapping[str, Any] | None = None,
         lock_timeout: float = 10.0,
@@ -258,7 +263,11 @@ class SessionManager:
         late = session._closed
         if handle.client_id is not None:
             key = RecordKey(self.app_id, hash_id(handle.client_id))
-            touch = None if late else Touch(now - self.touch_interval, self.idle_timeout)
+            touch = (
+                None
+                if late or self.touch_interval is None
+                else Touch(now - self.touch_interval, self.idle_timeout)
+            )
             if handle.policy.locks and not session.read_only and not late:
                 result = self._load_locked(key, touch, handle)
             else:
@@ -266,6 +275,11 @@ class SessionManager:
             if result.status is LoadStatus.LOADED:
                 handle.key = key
         record = result.record
+        if record is not None and _ended(self.codec, record.fields, now):
+            # Its own lifetime (set_lifetime(until=...)) passed, though a
+            # touch kept the record: as expired, it is never loaded.
+            self._release(handle)
+            handle.key, record = None, None
         if record is None:
             absolute = now + self.absolute_timeout
             session._populate(
@@ -382,7 +396,10 @@ class SessionManager:
         if key is None or session.rotated:
             return self._create(session, handle, now)
         change = build_change(
-            handle.policy, session, idle_timeout=self.idle_timeout, lease_token=handle.lease_token
+            handle.policy,
+            session,
+            idle_timeout=session._idle_timeout(self.idle_timeout, now),
+            lease_token=handle.lease_token,
         )
         result = handle.store.apply(key, change, now=now)
         if result.status is ApplyStatus.OK:
@@ -413,7 +430,7 @@ class SessionManager:
             created = session.created
         record = NewRecord(
             created=created,
-            expires=min(now + self.idle_timeout, absolute),
+            expires=min(now + session._idle_timeout(self.idle_timeout, now), absolute),
             absolute_expires=absolute,
             fields=fields,
         )
@@ -459,7 +476,7 @@ class SessionManager:
         if handle.key is None:
             return False
         change = Change(
-            idle_timeout=self.idle_timeout,
+            idle_timeout=session._idle_timeout(self.idle_timeout, self.clock()),
             delete=(key,),
             expect_fields={key: session._field_versions().get(key)},
             lease_token=handle.lease_token,
@@ -478,3 +495,16 @@ class SessionManager:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _ended(codec: Codec, fields: Mapping[str, bytes], now: float) -> bool:
+    """True when the record's own fixed lifetime (``set_lifetime(until=...)``) has passed."""
+    data = fields.get(LIFETIME_KEY)
+    if data is None:
+        return False
+    try:
+        value = decode_field(codec, data)[0]
+    except Exception:  # noqa: BLE001 - a foreign or corrupted field: no lifetime of its own
+        return False
+    until = value.get("until") if isinstance(value, dict) else None
+    return isinstance(until, (int, float)) and until <= now

@@ -17,7 +17,7 @@ read-only: no lock, no touch); only writes are refused, with a
 it reads as it was loaded: the request's changes were dropped.
 
 Keys starting with ``_shoal.`` hold shoal's own values (flashes, once-only
-tokens, the replica's generation). They are not part of the mapping: not
+tokens, the replica's generation, the session's own lifetime). They are not part of the mapping: not
 listed, not counted, ``in`` is False and ``[]`` a ``KeyError``, and writing
 one is a ``ValueError``; ``flash``/``pop_flashes`` and the token methods
 reach them.
@@ -38,7 +38,9 @@ from .clock import Clock
 from .codec import Codec, decode_field, encode_field, field_expiry
 from .errors import ConfigError, EncodeError, SessionStateError
 
-__all__ = ["FLASH_PREFIX", "Flash", "RESERVED_PREFIX", "Session", "TOKEN_PREFIX"]
+__all__ = [
+    "FLASH_PREFIX", "Flash", "LIFETIME_KEY", "RESERVED_PREFIX", "Session", "TOKEN_PREFIX",
+]  # fmt: skip
 
 log = logging.getLogger("shoal")
 
@@ -46,6 +48,8 @@ log = logging.getLogger("shoal")
 RESERVED_PREFIX: Final = "_shoal."
 FLASH_PREFIX: Final = "_shoal.flash."
 TOKEN_PREFIX: Final = "_shoal.token."
+# The session's own lifetime (``Session.set_lifetime``): {"idle": s} or {"until": t}.
+LIFETIME_KEY: Final = "_shoal.lifetime"
 MAX_TOKENS_PER_NAME: Final = 32
 _TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -462,6 +466,72 @@ class Session(MutableMapping[str, Any]):
             self._read, self._written, self._deleted, self._stale,
         ):
             tracked.clear()
+
+    # -- the session's own lifetime ---------------------------------------
+
+    def set_lifetime(self, seconds: float | None = None, *, until: float | None = None) -> None:
+        """Give this session a lifetime of its own, instead of the manager's ``idle_timeout``.
+
+        ``seconds``: the session ends that long after its last save (each
+        save slides it, as Django's ``set_expiry(300)``). ``until``: it ends at
+        that time (seconds since the epoch, as Django's ``set_expiry(datetime)``),
+        whatever the requests do. Neither: back to the manager's idle timeout.
+        A value in the past ends the session at its next save. The manager's
+        ``absolute_timeout`` caps every lifetime, and a read's touch (when the
+        manager's ``touch_interval`` is not None) extends by the manager's
+        ``idle_timeout``, not by ``seconds``. Kept in the session itself (a
+        ``_shoal.`` key), so every process, replica and policy sees it.
+        """
+        if seconds is not None and until is not None:
+            raise ValueError("give seconds (a sliding lifetime) or until (a fixed end), not both")
+        given = seconds if until is None else until
+        if given is not None and (
+            isinstance(given, bool)
+            or not isinstance(given, (int, float))
+            or given != given  # NaN
+            or given in (float("inf"), float("-inf"))
+        ):
+            raise ValueError(f"session lifetime {given!r}: give a finite number of seconds")
+        self._check_writable()
+        self._ensure()
+        if given is None:
+            self._expire_key(LIFETIME_KEY)
+            if self._decoded(LIFETIME_KEY):
+                self._del(LIFETIME_KEY)
+            return
+        kind = "idle" if until is None else "until"
+        self._set(LIFETIME_KEY, {kind: float(given)})
+
+    @property
+    def lifetime(self) -> float | None:
+        """The sliding lifetime ``set_lifetime(seconds)`` gave, or None."""
+        return self._lifetime().get("idle")
+
+    @property
+    def lifetime_until(self) -> float | None:
+        """The fixed end ``set_lifetime(until=...)`` gave (epoch seconds), or None."""
+        return self._lifetime().get("until")
+
+    def _lifetime(self) -> dict[str, float]:
+        """The lifetime field, read without counting as a read of the request."""
+        self._meta()
+        if not self._decoded(LIFETIME_KEY):
+            return {}
+        value = self._values[LIFETIME_KEY]
+        if isinstance(value, dict) and len(value) == 1:
+            kind, number = next(iter(value.items()))
+            if kind in ("idle", "until") and isinstance(number, (int, float)):
+                return {kind: float(number)}
+        return {}  # written by something else: the manager's default applies
+
+    def _idle_timeout(self, default: float, now: float) -> float:
+        """The idle timeout this session's next write passes to the store."""
+        own = self._lifetime()
+        if "idle" in own:
+            return max(0.0, own["idle"])
+        if "until" in own:
+            return max(0.0, own["until"] - now)
+        return default
 
     # -- locking -------------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""A session's own lifetime (``Session.set_lifetime``) on every store under every policy.
+
+What Django's ``set_expiry`` (seconds, datetime) and Flask's ``permanent``
+need from the core: the lifetime is the whole session's, kept in the session
+(so every process sees it), used by every save, and a session whose lifetime
+passed is never loaded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shoal import ManualClock, Policy, SessionManager
+from shoal.ids import hash_id
+from shoal.stores.base import RecordKey, Store
+
+IDLE, ABSOLUTE = 600.0, 3600.0
+
+
+@pytest.fixture(params=[p.value for p in Policy])
+def policy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _manager(
+    store: Store, clock: ManualClock, policy: str, app_id: str, touch: float | None
+) -> SessionManager:
+    return SessionManager(
+        store, app_id=app_id, policy=policy, clock=clock, idle_timeout=IDLE,
+        absolute_timeout=ABSOLUTE, touch_interval=touch, grace=60, lock_timeout=2.0,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def manager(store: Store, clock: ManualClock, policy: str, app_id: str) -> Iterator[SessionManager]:
+    """A manager whose reads never touch (as the Django adapter's)."""
+    yield _manager(store, clock, policy, app_id, touch=None)
+
+
+@pytest.fixture
+def touching(store: Store, clock: ManualClock, policy: str, app_id: str) -> SessionManager:
+    """A manager whose reads extend sessions every 60 s (shoal's default behaviour)."""
+    return _manager(store, clock, policy, app_id, touch=60)
+
+
+def _start(manager: SessionManager, seconds: float | None = None, until: float | None = None) -> str:
+    with manager.open() as session:
+        session["user"] = "ada"
+        session.set_lifetime(seconds, until=until)
+    return session.id
+
+
+def _loads(manager: SessionManager, sid: str) -> bool:
+    with manager.open(sid, read_only=True) as session:
+        return not session.is_new and session.get("user") == "ada"
+
+
+def _expires(manager: SessionManager, sid: str) -> float:
+    key = RecordKey(manager.app_id, hash_id(sid))
+    [info] = [r for r in manager.store.records(manager.app_id) if r.key == key]
+    return info.expires
+
+
+def test_a_sliding_lifetime_shorter_than_idle_timeout(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    sid = _start(manager, seconds=100)
+    assert _expires(manager, sid) == clock() + 100
+    clock.advance(99)
+    assert _loads(manager, sid)
+    clock.advance(2)
+    assert not _loads(manager, sid)
+
+
+def test_each_save_slides_the_sessions_own_lifetime(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    sid = _start(manager, seconds=100)
+    clock.advance(80)
+    with manager.open(sid) as session:
+        assert session.lifetime == 100
+        session["n"] = 1
+    clock.advance(80)  # 160 s after creation, 80 s after the last save
+    assert _loads(manager, sid)
+    clock.advance(21)
+    assert not _loads(manager, sid)
+
+
+def test_a_sliding_lifetime_longer_than_idle_timeout(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    sid = _start(manager, seconds=2000)
+    clock.advance(IDLE + 1)  # past the manager's idle timeout
+    assert _loads(manager, sid)
+    clock.advance(2000 - IDLE)
+    assert not _loads(manager, sid)
+
+
+def test_a_fixed_end_is_not_moved_by_saves(manager: SessionManager, clock: ManualClock) -> None:
+    end = clock() + 300
+    sid = _start(manager, until=end)
+    clock.advance(200)
+    with manager.open(sid) as session:
+        assert session.lifetime_until == end and session.lifetime is None
+        session["n"] = 1
+    assert _expires(manager, sid) == end
+    clock.advance(99)
+    assert _loads(manager, sid)
+    clock.advance(1)
+    assert not _loads(manager, sid)
+
+
+def test_a_fixed_end_holds_even_when_reads_touch(
+    touching: SessionManager, clock: ManualClock
+) -> None:
+    end = clock() + 100
+    sid = _start(touching, until=end)
+    clock.advance(90)  # this read's touch keeps the record for another idle_timeout
+    assert _loads(touching, sid)
+    clock.advance(10)
+    with touching.open(sid) as session:
+        assert session.is_new and session.id != sid
+        session["after"] = 1  # a save goes to a new record, not the ended one
+    assert not _loads(touching, sid)
+
+
+def test_the_absolute_timeout_caps_any_lifetime(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    sid = _start(manager, seconds=10 * ABSOLUTE)
+    assert _expires(manager, sid) == clock() + ABSOLUTE
+
+
+def test_a_lifetime_in_the_past_ends_the_session_at_its_save(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    assert not _loads(manager, _start(manager, seconds=-10))
+    assert not _loads(manager, _start(manager, until=clock() - 10))
+
+
+def test_no_lifetime_goes_back_to_the_managers(manager: SessionManager, clock: ManualClock) -> None:
+    sid = _start(manager, seconds=100)
+    with manager.open(sid) as session:
+        session.set_lifetime()
+        assert session.lifetime is None and "_shoal.lifetime" not in session
+    assert _expires(manager, sid) == clock() + IDLE
+    with manager.open(sid) as session:
+        session.set_lifetime()  # none to drop: nothing changes, nothing is saved
+        assert not session.modified
+
+
+def test_rotate_keeps_the_lifetime(manager: SessionManager, clock: ManualClock) -> None:
+    sid = _start(manager, seconds=100)
+    with manager.open(sid) as session:
+        session.rotate()
+    assert session.id != sid
+    assert _expires(manager, session.id) == clock() + 100
+    with manager.open(session.id) as moved:
+        assert moved.lifetime == 100
+
+
+def test_invalidate_drops_the_lifetime(manager: SessionManager, clock: ManualClock) -> None:
+    sid = _start(manager, seconds=100)
+    with manager.open(sid) as session:
+        session.invalidate()
+        session["flash"] = "logged out"
+    assert session.lifetime is None
+    assert _expires(manager, session.id) == clock() + IDLE
+
+
+def test_reads_never_extend_without_touch_interval(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    sid = _start(manager)
+    for _ in range(5):
+        clock.advance(IDLE / 5 - 1)
+        assert _loads(manager, sid)
+    clock.advance(6)
+    assert not _loads(manager, sid)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "10", True])
+def test_a_lifetime_must_be_a_finite_number(manager: SessionManager, bad: object) -> None:
+    with manager.open() as session, pytest.raises(ValueError, match="finite number"):
+        session.set_lifetime(bad)  # type: ignore[arg-type]
+
+
+def test_seconds_and_until_are_exclusive(manager: SessionManager, clock: ManualClock) -> None:
+    with manager.open() as session, pytest.raises(ValueError, match="not both"):
+        session.set_lifetime(10, until=clock() + 10)
