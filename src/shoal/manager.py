@@ -387,7 +387,7 @@ class SessionManager:
                 # with no lease and a lifetime of its own.
                 return self._create(session, handle, now, fresh=True)
             return CommitOutcome(clear=handle.presented)
-        if not session.modified:
+        if not session.modified and not session._refresh:
             self._release(handle)
             if stale_client_id:
                 return CommitOutcome(clear=True)

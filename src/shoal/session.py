@@ -190,6 +190,7 @@ class Session(MutableMapping[str, Any]):
         self._created = self._accessed = self._expires = 0.0
         self._invalidated = False
         self._rotated = False
+        self._refresh = False  # refresh(): save at commit even when nothing changed
         self._closed = False
         self._committed = False
         # Where the commit happens and what to do instead, for the message of a
@@ -469,6 +470,17 @@ class Session(MutableMapping[str, Any]):
 
     # -- the session's own lifetime ---------------------------------------
 
+    def refresh(self) -> None:
+        """Save this session at commit even if nothing changed, so its expiry slides from now.
+
+        Django's ``SESSION_SAVE_EVERY_REQUEST``: the store's expiry moves to
+        now plus the session's lifetime. A new session is then stored,
+        empty or not (Django's ``save()`` of a new session creates it).
+        """
+        self._check_writable()
+        self._ensure()
+        self._refresh = True
+
     def set_lifetime(self, seconds: float | None = None, *, until: float | None = None) -> None:
         """Give this session a lifetime of its own, instead of the manager's ``idle_timeout``.
 
@@ -527,10 +539,12 @@ class Session(MutableMapping[str, Any]):
     def _idle_timeout(self, default: float, now: float) -> float:
         """The idle timeout this session's next write passes to the store."""
         own = self._lifetime()
+        # Negative when the lifetime already passed: the record's expiry is
+        # then in the past (purged once that is older than the grace period).
         if "idle" in own:
-            return max(0.0, own["idle"])
+            return own["idle"]
         if "until" in own:
-            return max(0.0, own["until"] - now)
+            return own["until"] - now
         return default
 
     # -- locking -------------------------------------------------------------

@@ -190,3 +190,33 @@ def test_a_lifetime_must_be_a_finite_number(manager: SessionManager, bad: object
 def test_seconds_and_until_are_exclusive(manager: SessionManager, clock: ManualClock) -> None:
     with manager.open() as session, pytest.raises(ValueError, match="not both"):
         session.set_lifetime(10, until=clock() + 10)
+
+
+def test_refresh_slides_the_expiry_without_a_change(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    sid = _start(manager, seconds=100)
+    clock.advance(60)
+    with manager.open(sid) as session:
+        session.refresh()
+        assert not session.modified
+    assert session.id == sid
+    assert _expires(manager, sid) == clock() + 100
+    with manager.open(sid) as same:
+        assert same["user"] == "ada"
+
+
+def test_refresh_stores_a_new_empty_session(manager: SessionManager, clock: ManualClock) -> None:
+    with manager.open() as session:
+        session.refresh()
+    assert _expires(manager, session.id) == clock() + IDLE
+    with manager.open(session.id) as stored:
+        assert not stored.is_new and dict(stored) == {}
+
+
+def test_a_lifetime_long_past_is_purged_at_once(manager: SessionManager, clock: ManualClock) -> None:
+    kept = _start(manager, seconds=100)
+    _start(manager, seconds=-3600)  # ended an hour ago: older than the grace period
+    _start(manager, until=clock() - 3600)
+    manager.purge()  # Redis may have dropped them already, by their native TTL
+    assert [r.key.id_hash for r in manager.store.records(manager.app_id)] == [hash_id(kept)]
