@@ -84,7 +84,7 @@ _managers: dict[tuple[object, ...], SessionManager] = {}
 _managers_lock = threading.Lock()
 
 
-class ShoalUpdateError(UpdateError):
+class ShoalUpdateError(UpdateError):  # type: ignore[misc]  # Django has no type hints
     """A save the policy refused (``ConflictError``, ``LockLost``: its ``__cause__``).
 
     An ``UpdateError``, so Django's ``SessionMiddleware`` answers it as a
@@ -193,13 +193,19 @@ def _end_of_request(**_: object) -> None:
 request_finished.connect(_end_of_request, dispatch_uid="shoal.django.end_of_request")
 
 
-class SessionStore(SessionBase):
+class SessionStore(SessionBase):  # type: ignore[misc]  # Django has no type hints
     """Django's session API over one ``shoal.Session`` at a time (see the module docs).
 
     ``self._shoal`` is the open shoal session: opened (and loaded) at the
     first access, committed by ``save()``, ``cycle_key()`` and ``flush()``;
     the next access opens the session again under its current key.
     """
+
+    # SessionBase's properties, typed for mypy (Django has no hints).
+    _session_key: str | None
+    session_key: str | None
+    accessed: bool
+    modified: bool
 
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
@@ -240,11 +246,11 @@ class SessionStore(SessionBase):
         if current is not None:
             self._manager.rollback(current)
 
-    def _get_session(self, no_load: bool = False) -> Session:  # type: ignore[override]
+    def _get_session(self, no_load: bool = False) -> Session:
         self.accessed = True
         return self._open(no_load=no_load)
 
-    async def _aget_session(self, no_load: bool = False) -> Session:  # type: ignore[override]
+    async def _aget_session(self, no_load: bool = False) -> Session:
         self.accessed = True
         current = self._shoal
         if current is not None and not current._closed:

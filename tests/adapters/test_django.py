@@ -193,7 +193,7 @@ def test_session_key_valid_string_saved(session: SessionStore) -> None:
 
 def test_session_key_is_read_only(session: SessionStore) -> None:
     with pytest.raises(AttributeError):
-        session.session_key = session._get_new_session_key()  # type: ignore[misc]
+        session.session_key = session._get_new_session_key()
 
 
 def test_default_expiry(session: SessionStore) -> None:
