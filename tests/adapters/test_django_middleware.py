@@ -6,13 +6,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.adapters._django_settings import configure
+from tests.adapters._django_settings import REQUEST_SETTINGS, configure
 
 configure()
 
 from django.test import Client, override_settings  # noqa: E402
 
 from shoal.django import close_managers, get_manager  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def request_settings() -> Iterator[None]:
+    with override_settings(**REQUEST_SETTINGS):
+        yield
 
 
 @pytest.fixture
