@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
-
-import orjson
 import pytest
 
 from ..processes._servers import get, running_gunicorn, running_uvicorn
+from ._increments import check_increments
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -47,12 +44,6 @@ def env(tmp_path: Path) -> dict[str, str]:
             "PYTHONPATH": path}  # fmt: skip
 
 
-def _count(port: int, cookie: str | None) -> tuple[dict[str, Any], str | None]:
-    answer = get(port, cookie)
-    assert answer.status == 200, (answer.status, answer.body)
-    return orjson.loads(answer.body), answer.cookie
-
-
 @pytest.fixture(params=sorted(SERVERS))
 def example(request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[int]:
     with SERVERS[request.param](env) as port:
@@ -60,18 +51,7 @@ def example(request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[int
 
 
 def test_concurrent_increments_across_two_workers_are_exact(example: int) -> None:
-    first, cookie = _count(example, None)
-    assert cookie is not None and first["n"] == 1
-
-    def client(_: int) -> list[int]:
-        return [_count(example, cookie)[0]["n"] for _ in range(INCREMENTS)]
-
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        seen = [n for answers in pool.map(client, range(CLIENTS)) for n in answers]
-    final, _ = _count(example, cookie)
-    total = 1 + CLIENTS * INCREMENTS
-    assert sorted(seen) == list(range(2, total + 1)), "each increment saw its own count"
-    assert final["n"] == total + 1, "serialized: no increment lost across processes"
+    final, _ = check_increments(example, clients=CLIENTS, increments=INCREMENTS)
     assert len(final["pids"]) == 2, f"served by {final['pids']}"
 
 

@@ -57,6 +57,14 @@ def _loads(manager: SessionManager, sid: str) -> bool:
         return not session.is_new and session.get("user") == "ada"
 
 
+def _ends_at(manager: SessionManager, clock: ManualClock, sid: str, end: float) -> None:
+    """The session loads until just before ``end``, and never from ``end`` on."""
+    clock.advance(end - 1 - clock())
+    assert _loads(manager, sid)
+    clock.advance(1)
+    assert not _loads(manager, sid)
+
+
 def _expires(manager: SessionManager, sid: str) -> float:
     key = RecordKey(manager.app_id, hash_id(sid))
     [info] = [r for r in manager.store.records(manager.app_id) if r.key == key]
@@ -68,10 +76,7 @@ def test_a_sliding_lifetime_shorter_than_idle_timeout(
 ) -> None:
     sid = _start(manager, seconds=100)
     assert _expires(manager, sid) == clock() + 100
-    clock.advance(99)
-    assert _loads(manager, sid)
-    clock.advance(2)
-    assert not _loads(manager, sid)
+    _ends_at(manager, clock, sid, clock() + 100)
 
 
 def test_each_save_slides_the_sessions_own_lifetime(
@@ -82,10 +87,7 @@ def test_each_save_slides_the_sessions_own_lifetime(
     with manager.open(sid) as session:
         assert session.lifetime == 100
         session["n"] = 1
-    clock.advance(80)  # 160 s after creation, 80 s after the last save
-    assert _loads(manager, sid)
-    clock.advance(21)
-    assert not _loads(manager, sid)
+    _ends_at(manager, clock, sid, clock() + 100)  # 180 s after creation
 
 
 def test_a_sliding_lifetime_longer_than_idle_timeout(
@@ -93,9 +95,7 @@ def test_a_sliding_lifetime_longer_than_idle_timeout(
 ) -> None:
     sid = _start(manager, seconds=2000)
     clock.advance(IDLE + 1)  # past the manager's idle timeout
-    assert _loads(manager, sid)
-    clock.advance(2000 - IDLE)
-    assert not _loads(manager, sid)
+    _ends_at(manager, clock, sid, clock() - IDLE - 1 + 2000)
 
 
 def test_a_fixed_end_is_not_moved_by_saves(manager: SessionManager, clock: ManualClock) -> None:
@@ -106,10 +106,7 @@ def test_a_fixed_end_is_not_moved_by_saves(manager: SessionManager, clock: Manua
         assert session.lifetime_until == end and session.lifetime is None
         session["n"] = 1
     assert _expires(manager, sid) == end
-    clock.advance(99)
-    assert _loads(manager, sid)
-    clock.advance(1)
-    assert not _loads(manager, sid)
+    _ends_at(manager, clock, sid, end)
 
 
 def test_a_fixed_end_holds_even_when_reads_touch(
