@@ -45,3 +45,13 @@ urlpatterns = [
     path("expire", expire),
     path("fail", fail),
 ]
+
+
+async def acount(request: HttpRequest) -> HttpResponse:
+    """An async view using Django 5's async session methods."""
+    n = await request.session.aget("n", 0) + 1
+    await request.session.aset("n", n)
+    return HttpResponse(str(n))
+
+
+urlpatterns.append(path("acount", acount))

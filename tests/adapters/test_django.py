@@ -339,7 +339,9 @@ def test_clearsessions_command(backend: Backend) -> None:
     ended.set_expiry(-3600)  # expired longer ago than the grace period
     ended.save()
     manager = live._manager
-    assert len(list(manager.store.records(manager.app_id))) == 2
+    # Redis may drop the ended record by its native TTL already; elsewhere
+    # it stays until purged.
+    assert 1 <= len(list(manager.store.records(manager.app_id))) <= 2
     management.call_command("clearsessions")
     assert [r.expires for r in manager.store.records(manager.app_id)] == [
         pytest.approx(timezone.now().timestamp() + 3600, abs=60)

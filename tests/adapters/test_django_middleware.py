@@ -123,3 +123,17 @@ def test_bad_options_name_the_fix(options: dict[str, object], message: str) -> N
     with override_settings(SHOAL_STORE="memory://", SHOAL_OPTIONS=options):
         with pytest.raises(ImproperlyConfigured, match=message):
             get_manager()
+
+
+def test_an_async_view_with_the_async_methods(local_store_url: str) -> None:
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def scenario() -> list[bytes]:
+        client = AsyncClient()
+        return [(await client.get("/acount")).content for _ in range(3)]
+
+    with override_settings(SHOAL_STORE=local_store_url):
+        assert asyncio.run(scenario()) == [b"1", b"2", b"3"]
+    close_managers()
