@@ -55,3 +55,11 @@ async def acount(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns.append(path("acount", acount))
+
+
+async def aread(request: HttpRequest) -> HttpResponse:
+    """An async view that only reads: Django never calls save()."""
+    return HttpResponse(str(await request.session.aget("n", 0)))
+
+
+urlpatterns.append(path("aread", aread))

@@ -137,3 +137,21 @@ def test_an_async_view_with_the_async_methods(local_store_url: str) -> None:
     with override_settings(SHOAL_STORE=local_store_url):
         assert asyncio.run(scenario()) == [b"1", b"2", b"3"]
     close_managers()
+
+
+def test_an_async_read_only_view_leaves_no_lease_under_serialized(local_store_url: str) -> None:
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def scenario() -> list[bytes]:
+        client = AsyncClient()
+        await client.get("/acount")
+        # A leaked lease would make each next request wait, then answer 503.
+        reads = [(await client.get("/aread")).content for _ in range(3)]
+        return [*reads, (await client.get("/acount")).content]
+
+    options = {"policy": "serialized", "lock_timeout": 0.2}
+    with override_settings(SHOAL_STORE=local_store_url, SHOAL_OPTIONS=options):
+        assert asyncio.run(scenario()) == [b"1", b"1", b"1", b"2"]
+    close_managers()
