@@ -10,7 +10,7 @@ from ._increments import check_increments
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 8
-INCREMENTS = 25
+INCREMENTS = 100
 
 
 def test_concurrent_increments_across_two_workers_are_all_kept(tmp_path: Path) -> None:
