@@ -12,20 +12,24 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from ._settings import check_manager_settings, size_limit
 from .clock import Clock, system_clock
+from .cluster.hub import Hub
+from .cluster.listeners import Listener
+from .cluster.metrics import metrics_for
+from .cluster.near_cache import NearCache
+from .cluster.node import default_node_id
 from .codec import Codec, JsonCodec, decode_field
 from .config import default_store_url
 from .cookies import CookieOptions
-from .errors import ConfigError, ConflictError, LockLost, LockTimeout
+from .errors import ConfigError, ConflictError, LockLost, LockTimeout, StoreUnavailable
 from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
 from .policies import Policy, build_change, parse_policy
 from .replica import ReplicaStats, Replicator
@@ -47,6 +51,9 @@ from .stores.base import (
 __all__ = ["CommitOutcome", "SessionManager"]
 
 log = logging.getLogger("shoal")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,15 @@ class SessionManager:
     ``cookie`` is a ``CookieOptions`` or a dict of its fields. Every argument
     is checked here (``shoal._settings``): a bad one is a ``ConfigError``
     naming the fix, never an error at the first request.
+
+    Cluster (docs/cluster.md): ``node_id`` names this process (default
+    ``host-pid-random``); ``events=True`` sends session events through the
+    store's own channel to every node (set it on every node); listeners
+    (``add_listener``, ``@listener``) get them. ``near_cache`` (a size, or a
+    ``NearCache``) serves ``read_only`` opens from process memory; it needs
+    ``events=True`` on every node. ``metrics=True`` records Prometheus
+    metrics (``shoal[metrics]``). ``event_values=False`` keeps the ended
+    session's values out of the channel (listeners elsewhere then get none).
     """
 
     def __init__(
@@ -125,6 +141,10 @@ class SessionManager:
         replica_max_bytes: int = 6144,
         max_session_bytes: int | None = 1024 * 1024,
         max_keys: int | None = 1000,
+        events: bool = False,
+        near_cache: int | NearCache | None = None,
+        metrics: bool = False,
+        event_values: bool = True,
     ) -> None:
         checked = check_manager_settings(
             store=store, app_id=app_id, secret_keys=secret_keys, idle_timeout=idle_timeout,
@@ -165,9 +185,11 @@ class SessionManager:
         self.cookie = checked.cookie
         self.lock_timeout = checked.lock_timeout
         self.lock_lease = checked.lock_lease
-        self.node_id = node_id or socket.gethostname()
         self.codec: Codec = codec or JsonCodec()
         self.clock: Clock = clock or system_clock
+        self._hub = _make_hub(self, node_id, events, near_cache, metrics, event_values)
+        if self._replicator is not None:
+            self._replicator.on_restored = self._restored
         self._new_id: IdFactory = id_factory or new_id
         # Refused at ``set`` with an EncodeError naming the key (shoal.session).
         self.max_session_bytes, self.max_keys = limits
@@ -270,8 +292,12 @@ class SessionManager:
             )
             if handle.policy.locks and not session.read_only and not late:
                 result = self._load_locked(key, touch, handle)
-            else:
+            elif self._hub.near_cache is not None and session.read_only:
+                result = self._load_near(key, now, touch, handle)
+            elif self._hub.metrics is None:
                 result = handle.store.load(key, now=now, touch=touch)
+            else:
+                result = self._measured("load", handle.store.load, key, now=now, touch=touch)
             if result.status is LoadStatus.LOADED:
                 handle.key = key
         record = result.record
@@ -306,23 +332,126 @@ class SessionManager:
             field_versions=record.field_versions,
         )
 
+    def _load_near(
+        self, key: RecordKey, now: float, touch: Touch | None, handle: _Handle
+    ) -> LoadResult:
+        """A ``read_only`` load through the near cache: no store call while fresh."""
+        cache = self._hub.near_cache
+        assert cache is not None
+        cached = cache.get(key, now=now)
+        if cached is not None:
+            if self._hub.metrics is not None:
+                self._hub.metrics.inc("near_cache_hits")
+            return LoadResult(LoadStatus.LOADED, cached)
+        ticket = cache.ticket()
+        result = self._measured("load", handle.store.load, key, now=now, touch=touch)
+        if result.record is not None:
+            cache.put(key, result.record, ticket)
+        return result
+
+    def _measured(self, operation: str, call: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
+        """``call(*args, **kw)``, its latency and failure recorded when metrics are on."""
+        metrics = self._hub.metrics
+        if metrics is None:
+            return call(*args, **kw)
+        started = time.perf_counter()
+        try:
+            result = call(*args, **kw)
+        except StoreUnavailable:
+            metrics.inc("store_errors", operation=operation)
+            raise
+        metrics.observe(operation, time.perf_counter() - started)
+        status = getattr(result, "status", None)
+        if operation == "load" and status is not None:
+            metrics.inc("loads", status=status.value)
+        elif operation in ("save", "create"):
+            metrics.inc("saves")
+        return result
+
+    # -- cluster: node id, listeners, events -----------------------------------
+
+    @property
+    def node_id(self) -> str:
+        """This process's name in lock tokens, events and log lines."""
+        return self._hub.node_id
+
+    @property
+    def near_cache(self) -> NearCache | None:
+        """The near cache when on (``near_cache=`` and a store with an events channel)."""
+        return self._hub.near_cache
+
+    @property
+    def events(self) -> Hub:
+        """The cluster hub: its channel, counters of events sent, received and missed."""
+        return self._hub
+
+    def add_listener(
+        self, listener: Listener, events: Collection[str] | None = None, *, values: bool = False
+    ) -> None:
+        """Call ``listener(event)`` on ``events`` (all when None); see docs/cluster.md.
+
+        ``values=True``: on ``invalidated`` and ``expired`` the event also
+        holds the ended session's values (``event.values``). A listener that
+        raises is logged and never breaks the request. With ``events=True``
+        it also hears every other node's events, on the listener thread.
+        """
+        self._hub.add_listener(listener, events, values=values)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._hub.listeners.remove(listener)
+
+    def listener(
+        self, *events: str, values: bool = False
+    ) -> Callable[[Listener], Listener]:
+        """Decorator form of ``add_listener``: ``@manager.listener("invalidated", values=True)``."""
+
+        def register(fn: Listener) -> Listener:
+            self.add_listener(fn, events or None, values=values)
+            return fn
+
+        return register
+
+    def _emit(self, name: str, session: Session | None, id_hash: str, **kw: Any) -> None:
+        """Raise ``name`` when anything listens (the only cost otherwise: this check)."""
+        if self._hub.active:
+            principal = getattr(session, "principal", None) if session is not None else None
+            self._hub.emit(
+                name, id_hash, principal=principal if isinstance(principal, str) else None, **kw
+            )
+
+    def _restored(self, key: RecordKey) -> None:
+        if self._hub.metrics is not None:
+            self._hub.metrics.inc("replica_restores")
+        self._emit("restored", None, key.id_hash)
+
     def _load_locked(
         self, key: RecordKey, touch: Touch | None, handle: _Handle
     ) -> LoadResult:
         """Load with the lease; wait for the holder up to ``lock_timeout``."""
-        token = f"{self.node_id}:{os.getpid()}:{secrets.token_hex(8)}"
+        token = f"{self.node_id}:{secrets.token_hex(8)}"
         lock = LockRequest(token, self.lock_lease)
         started = time.monotonic()
+        waits = 0
         while True:
             now = self.clock()
-            result = handle.store.load(key, now=now, touch=touch, lock=lock)
+            result = self._measured("load", handle.store.load, key, now=now, touch=touch, lock=lock)
             if result.status is not LoadStatus.LOCKED:
                 if result.status is LoadStatus.LOADED:
                     handle.lease_token = token
+                if self._hub.metrics is not None and waits:
+                    self._hub.metrics.inc("lock_wait_seconds", time.monotonic() - started)
                 return result
             waited = time.monotonic() - started
+            waits += 1
+            if self._hub.metrics is not None and waits == 1:
+                self._hub.metrics.inc("lock_waits")
             remaining = self.lock_timeout - waited
             if remaining <= 0:
+                if self._hub.metrics is not None:
+                    self._hub.metrics.inc("lock_timeouts")
+                    self._hub.metrics.inc("lock_wait_seconds", waited)
+                self._emit("lock_timeout", None, key.id_hash, detail={"waited": round(waited, 3)})
                 raise LockTimeout(waited, session_ref(key.id_hash))
             holder_left = max(0.0, (result.locked_until or now) - now)
             handle.store.wait_unlocked(key, min(remaining, max(holder_left, 0.001)))
@@ -380,6 +509,8 @@ class SessionManager:
             # It goes first, so a failure below never leaves the old id alive.
             if key is not None:
                 handle.store.invalidate(key, now=now)
+                ended = session._at_load[0] if session._at_load is not None else None
+                self._emit("invalidated", session, key.id_hash, fields=ended)
             handle.lease_token = None
             session._detect_mutations()
             if session._encoded_fields():
@@ -401,9 +532,11 @@ class SessionManager:
             idle_timeout=session._idle_timeout(self.idle_timeout, now),
             lease_token=handle.lease_token,
         )
-        result = handle.store.apply(key, change, now=now)
+        result = self._measured("save", handle.store.apply, key, change, now=now)
         if result.status is ApplyStatus.OK:
             handle.lease_token = None  # released by the apply
+            if self._hub.near_cache is not None:
+                self._emit("updated", session, key.id_hash)
             resend = self.cookie.max_age is not None
             return CommitOutcome(send_id=session.id if resend else None)
         if result.status is ApplyStatus.GONE:
@@ -413,6 +546,9 @@ class SessionManager:
         self._release(handle)
         if result.status is ApplyStatus.LOCK_LOST:
             raise LockLost(ref)
+        if self._hub.metrics is not None:
+            self._hub.metrics.inc("conflicts")
+        self._emit("conflict", session, key.id_hash, detail={"keys": list(result.conflicts)})
         raise ConflictError(result.conflicts, ref)
 
     def _create(
@@ -436,7 +572,8 @@ class SessionManager:
         )
         candidate = session.id if handle.key is None and not fresh else self._new_id()
         for _ in range(3):  # a collision of 256-bit ids would be a broken RNG
-            if handle.store.create(RecordKey(self.app_id, hash_id(candidate)), record, now=now):
+            new_key = RecordKey(self.app_id, hash_id(candidate))
+            if self._measured("create", handle.store.create, new_key, record, now=now):
                 break
             candidate = self._new_id()
         else:
@@ -450,6 +587,12 @@ class SessionManager:
             # The tombstone also drops this request's lease on the old id.
             handle.store.invalidate(handle.key, now=now)
             handle.lease_token = None
+            self._emit(
+                "rotated", session, handle.key.id_hash,
+                detail={"new_ref": session_ref(new_key.id_hash)},
+            )  # fmt: skip
+        else:
+            self._emit("created", session, new_key.id_hash)
         return CommitOutcome(send_id=candidate)
 
     def rollback(self, session: Session) -> None:
@@ -458,6 +601,8 @@ class SessionManager:
         try:
             if session.loaded:
                 self._release(handle)
+                if handle.key is not None:
+                    self._emit("rollback", session, handle.key.id_hash)
         finally:
             session._close(committed=False)
 
@@ -484,16 +629,32 @@ class SessionManager:
         result = handle.store.apply(handle.key, change, now=self.clock())
         if result.status is not ApplyStatus.OK or result.version is None:
             return False
+        if self._hub.near_cache is not None:
+            self._emit("updated", session, handle.key.id_hash)
         session._version = result.version  # keeps a serialized save's fence in step
         return True
 
     # -- maintenance ---------------------------------------------------------
 
     def purge(self, *, limit: int = 1000) -> int:
-        """Delete records expired longer than ``grace``; one bounded batch."""
-        return self.store.purge(now=self.clock(), grace=self.grace, limit=limit)
+        """Delete records expired longer than ``grace``; one bounded batch.
+
+        When an ``expired`` event has somewhere to go, a store with
+        ``purge_ended`` returns what it deleted in the same atomic step and
+        each of this app's sessions is announced once, from this node.
+        """
+        now = self.clock()
+        purge_ended = getattr(self.store, "purge_ended", None)
+        if purge_ended is None or not self._hub.active:
+            return self.store.purge(now=now, grace=self.grace, limit=limit)
+        ended = purge_ended(now=now, grace=self.grace, limit=limit)
+        for record in ended:
+            if record.key.app_id == self.app_id and not record.invalidated:
+                self._emit("expired", None, record.key.id_hash, fields=record.fields)
+        return len(ended)
 
     def close(self) -> None:
+        self._hub.close()
         self.store.close()
 
 
@@ -508,3 +669,32 @@ def _ended(codec: Codec, fields: Mapping[str, bytes], now: float) -> bool:
         return False
     until = value.get("until") if isinstance(value, dict) else None
     return isinstance(until, (int, float)) and until <= now
+
+
+def _make_hub(
+    manager: SessionManager,
+    node_id: str | None,
+    events: bool,
+    near_cache: int | NearCache | None,
+    metrics: bool,
+    event_values: bool,
+) -> Hub:
+    """The manager's cluster hub; ``ConfigError`` for a near cache without events."""
+    cache = NearCache(near_cache) if isinstance(near_cache, int) else near_cache
+    if cache is not None and not events:
+        raise ConfigError(
+            "near_cache needs events=True (on every node), so that other nodes' writes "
+            "and logouts drop its entries; set events=True or drop near_cache"
+        )
+    hub = Hub(
+        app_id=manager.app_id, node_id=node_id, store=manager.store, codec=manager.codec,
+        clock=manager.clock, events=events, near_cache=cache,
+        metrics=metrics_for(manager.app_id, metrics), send_values=event_values,
+    )  # fmt: skip
+    if cache is not None and hub.channel is None:
+        log.warning(
+            "near_cache is off: the store %s has no events channel to keep it fresh",
+            manager.store.url,
+        )
+        hub.near_cache = None
+    return hub

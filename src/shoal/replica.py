@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -217,6 +217,9 @@ class Replicator:
         # nothing without a key can make a valid blob).
         self.sealer = Sealer(secret_keys, purpose="shoal replica", max_plain=64 * max_bytes)
         self.stats = ReplicaStats()
+        # Told of each session written back into the store (the manager's
+        # ``restored`` event and metric); None: nobody asked.
+        self.on_restored: Callable[[RecordKey], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Replicator app_id={self.app_id!r} {self.sealer!r} max_bytes={self.max_bytes}>"
@@ -472,6 +475,8 @@ class ReplicaStore:
             # restored first wins, and the load below returns it.
             if inner.create(key, restored, now=now, lock=lock):
                 self._rep.stats.bump("restored")
+                if self._rep.on_restored is not None:
+                    self._rep.on_restored(key)
                 log.info("session %s restored from its replica", session_ref(key.id_hash))
         else:
             return result  # EXPIRED, INVALIDATED, LOCKED: the store decides
@@ -498,6 +503,8 @@ class ReplicaStore:
         )
         if inner.apply(key, change, now=now).status is ApplyStatus.OK:
             self._rep.stats.bump("restored")
+            if self._rep.on_restored is not None:
+                self._rep.on_restored(key)
             log.info(
                 "session %s: the store held an older copy; restored from the replica",
                 session_ref(key.id_hash),

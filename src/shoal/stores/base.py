@@ -49,6 +49,7 @@ __all__ = [
     "RecordKey",
     "Store",
     "Touch",
+    "Ended",
 ]
 
 
@@ -172,6 +173,20 @@ class RecordInfo:
     invalidated: bool
     size: int  # bytes of field data
     locked_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A record ``purge_ended`` deleted, with what it held when deleted.
+
+    ``purge_ended(*, now, grace, limit) -> list[Ended]`` is optional (memory,
+    SQLite, PostgreSQL have it): the same deletes as ``purge``, returning each
+    record's fields from the same atomic step, for the ``expired`` event.
+    """
+
+    key: RecordKey
+    fields: Mapping[str, bytes]
+    invalidated: bool  # a tombstone: its end was announced when it was invalidated
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, is_purgeable
 from ._url import mask_url, query_options, split_url
-from .base import RecordInfo, RecordKey
+from .base import Ended, RecordInfo, RecordKey
 
 __all__ = ["MemoryStore"]
 
@@ -74,6 +74,18 @@ class MemoryStore(LocalStore):
             for key in doomed:
                 del self._records[key]
             return len(doomed)
+
+    def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
+        """As ``purge``, returning what each deleted record held (same lock)."""
+        with self._cond:
+            doomed = [
+                (key, rec)
+                for key, rec in self._records.items()
+                if is_purgeable(rec, now=now, grace=grace)
+            ][:limit]
+            for key, _ in doomed:
+                del self._records[key]
+            return [Ended(key, dict(rec.fields), rec.invalidated) for key, rec in doomed]
 
     def close(self) -> None:
         with self._cond:

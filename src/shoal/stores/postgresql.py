@@ -66,6 +66,7 @@ from .base import (
     ApplyResult,
     ApplyStatus,
     Change,
+    Ended,
     LoadResult,
     LoadStatus,
     LockRequest,
@@ -784,6 +785,20 @@ class PostgresStore:
     def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
         params = {"cutoff": now - grace, "limit": limit}
         return self._run(self._q.purge, params, lambda cur: max(cur.rowcount, 0))
+
+    def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
+        """As ``purge``, returning what each deleted record held (one DELETE ... RETURNING)."""
+        from ..cluster._statements import PG_PURGE_RETURNING
+
+        query = PG_PURGE_RETURNING.format(table=self._q.quoted_table)
+        rows = self._run(query, {"cutoff": now - grace, "limit": limit}, _all)
+        ended = []
+        for app_id, id_hash, invalidated, blob in rows:
+            fields = {
+                _unmap_key(k): binascii.a2b_base64(v["d"]) for k, v in orjson.loads(blob).items()
+            }
+            ended.append(Ended(RecordKey(app_id, id_hash), fields, bool(invalidated)))
+        return ended
 
     def close(self) -> None:
         with self._lock:

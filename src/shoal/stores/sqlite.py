@@ -34,7 +34,7 @@ from . import _sql
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
 from ._url import mask_url, query_options, seconds, split_url, url_path
-from .base import LoadResult, LockRequest, NewRecord, RecordInfo, RecordKey, Touch
+from .base import Ended, LoadResult, LockRequest, NewRecord, RecordInfo, RecordKey, Touch
 
 __all__ = ["SQLiteStore"]
 
@@ -411,6 +411,22 @@ class SQLiteStore(LocalStore):
                 return cursor.rowcount
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
+
+    def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
+        """As ``purge``, returning what each deleted record held (one DELETE ... RETURNING)."""
+        from ..cluster._statements import SQLITE_PURGE_RETURNING
+
+        try:
+            with _transaction(self._conn(), immediate=True) as conn:
+                rows = conn.execute(
+                    SQLITE_PURGE_RETURNING, (now - grace, limit, now - grace)
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.url, str(exc)) from exc
+        return [
+            Ended(RecordKey(app_id, id_hash), unpack_fields(blob)[0], bool(invalidated))
+            for app_id, id_hash, invalidated, blob in rows
+        ]
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

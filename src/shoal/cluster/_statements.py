@@ -1,0 +1,115 @@
+"""Every SQL statement of the event channels and of purge-with-values, with headers.
+
+Kept out of ``stores/_sql.py`` (the session statements) so the two evolve
+apart; each statement says its inputs, outputs and atomicity.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PG_EVENT_VALUES_FETCH",
+    "PG_EVENT_VALUES_PRUNE",
+    "PG_EVENT_VALUES_SCHEMA",
+    "PG_NOTIFY",
+    "PG_NOTIFY_BY_REF",
+    "PG_PURGE_RETURNING",
+    "SQLITE_EVENTS_INSERT",
+    "SQLITE_EVENTS_LAST",
+    "SQLITE_EVENTS_PRUNE",
+    "SQLITE_EVENTS_READ",
+    "SQLITE_EVENTS_SCHEMA",
+    "SQLITE_EVENTS_FIRST",
+    "SQLITE_PURGE_RETURNING",
+]
+
+# -- SQLite (cluster/_sqlite_channel.py) --------------------------------------
+# An append-only log in the sessions' database file: ``seq`` orders it for
+# every process of the host; retention is by count (the newest N rows).
+
+SQLITE_EVENTS_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS shoal_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        app_id TEXT NOT NULL,
+        data BLOB NOT NULL
+    )
+"""
+
+# In: app_id, data. Out: lastrowid = the event's seq. One implicit transaction.
+SQLITE_EVENTS_INSERT = "INSERT INTO shoal_events (app_id, data) VALUES (?, ?)"
+
+# In: newest seq to drop. Out: rowcount. Run every 64 inserts: bounded retention.
+SQLITE_EVENTS_PRUNE = "DELETE FROM shoal_events WHERE seq <= ?"
+
+# In: none. Out: one row, the newest seq or NULL. Where a new listener starts.
+SQLITE_EVENTS_LAST = "SELECT max(seq) FROM shoal_events"
+
+# In: none. Out: one row, the oldest seq kept or NULL (a gap means events were
+# pruned before this listener read them: missed).
+SQLITE_EVENTS_FIRST = "SELECT min(seq) FROM shoal_events"
+
+# In: after seq, limit. Out: (seq, app_id, data) rows in order, every app's
+# (the reader filters: its position then follows the whole log). A read snapshot.
+SQLITE_EVENTS_READ = "SELECT seq, app_id, data FROM shoal_events WHERE seq > ? ORDER BY seq LIMIT ?"
+
+# -- PostgreSQL (cluster/_pg_channel.py) --------------------------------------
+# NOTIFY payloads stop at 8000 bytes: an event with the ended session's values
+# goes into shoal_event_values and the payload is only "@<id>" (a reference).
+
+PG_EVENT_VALUES_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS shoal_event_values (
+        id bigserial PRIMARY KEY,
+        time float8 NOT NULL DEFAULT extract(epoch FROM clock_timestamp()),
+        data bytea NOT NULL
+    )
+"""
+
+# In: channel, payload (text < 8000 bytes). Out: one row. Delivered at commit
+# (autocommit: at once) to every LISTENing connection.
+PG_NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# In: channel, data (the whole encoded event). Out: one row. One statement: the
+# row exists before any listener is told its id.
+PG_NOTIFY_BY_REF = """
+    WITH v AS (INSERT INTO shoal_event_values (data) VALUES (%(data)s) RETURNING id)
+    SELECT pg_notify(%(channel)s, '@' || v.id::text) FROM v
+"""
+
+# In: id. Out: zero or one row (data). Zero when pruned: that event was missed.
+PG_EVENT_VALUES_FETCH = "SELECT data FROM shoal_event_values WHERE id = %(id)s"
+
+# In: max_age seconds. Out: rowcount. Retention of referenced events.
+PG_EVENT_VALUES_PRUNE = """
+    DELETE FROM shoal_event_values
+    WHERE time < extract(epoch FROM clock_timestamp()) - %(max_age)s::float8
+"""
+
+# -- purge that reads what it deletes (stores' purge_ended) -------------------
+# The ``expired`` event carries the ended session's values, so the purge must
+# return each deleted record's fields in the SAME statement: a save landing
+# between a read and a delete would otherwise be announced with old values
+# (or its record deleted unannounced). Same rows and re-check as the plain
+# purges in stores/_sql.py.
+
+# In: cutoff (now - grace), limit, cutoff. Out: (app_id, id_hash, invalidated,
+# fields blob) per deleted row. One DELETE ... RETURNING (SQLite >= 3.35).
+SQLITE_PURGE_RETURNING = """
+    DELETE FROM shoal_sessions
+    WHERE (app_id, id_hash) IN (
+        SELECT app_id, id_hash FROM shoal_sessions WHERE expires <= ? LIMIT ?
+    ) AND expires <= ?
+    RETURNING app_id, id_hash, invalidated, fields
+"""
+
+# Template: {table}. In: cutoff, limit. Out: (app_id, id_hash, invalidated,
+# fields::text) per deleted row. One statement; SKIP LOCKED as PG_PURGE.
+PG_PURGE_RETURNING = """
+    DELETE FROM {table}
+    WHERE (app_id, id_hash) IN (
+        SELECT app_id, id_hash FROM {table}
+        WHERE expires <= %(cutoff)s::float8
+        ORDER BY expires
+        LIMIT %(limit)s::bigint
+        FOR UPDATE SKIP LOCKED
+    ) AND expires <= %(cutoff)s::float8
+    RETURNING app_id, id_hash, invalidated, fields::text
+"""
