@@ -67,12 +67,13 @@ class PostgresChannel:
                 listening.set()
                 receiver.connected.set()
                 while not stop.is_set():
-                    for note in conn.notifies(timeout=0.2):
-                        data = _resolve(conn, note.payload)
+                    # Read the batch first: the connection is busy while the
+                    # notifies() generator runs, and a reference is read back
+                    # on this same connection.
+                    for payload in [n.payload for n in conn.notifies(timeout=0.2, stop_after=1)]:
+                        data = _resolve(conn, payload)
                         if data is not None:
                             deliver(data)
-                        if stop.is_set():
-                            break
 
         receiver = self._receiver = Receiver(f"postgresql:{self.channel}", session)
         listening.wait(2.0)

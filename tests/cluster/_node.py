@@ -1,0 +1,54 @@
+"""A listening node for the cluster process tests: ``python -m tests.cluster._node URL APP NODE``.
+
+It opens its own manager (``events=True``) with two listeners: one prints
+every event it hears as a JSON line on stdout, the other is the Web-SIG
+example (delete the files named in ``session["files"]`` when a session ends,
+also by expiry on another node). It prints ``{"ready": node}`` once its
+listener thread is connected, and exits when stdin closes (or after
+``DEADLINE`` seconds, so a lost test never leaves it behind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+from shoal import SessionManager
+from shoal.cluster import Event
+
+DEADLINE = 120.0
+
+
+def main(url: str, app_id: str, node_id: str) -> None:
+    manager = SessionManager(url, app_id=app_id, node_id=node_id, events=True)
+    out = threading.Lock()
+
+    def say(data: dict[str, object]) -> None:
+        with out:
+            sys.stdout.write(json.dumps(data) + "\n")
+            sys.stdout.flush()
+
+    def heard(event: Event) -> None:
+        say({"heard": event.as_dict(), "local": event.local})
+
+    def delete_files(event: Event) -> None:
+        for name in (event.values or {}).get("files", []):
+            try:
+                os.remove(name)
+            except FileNotFoundError:
+                pass
+            say({"deleted": name, "by": event.event})
+
+    manager.add_listener(heard)
+    manager.add_listener(delete_files, ["invalidated", "expired"], values=True)
+    say({"ready": node_id})
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    done.wait(DEADLINE)
+    manager.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
