@@ -52,11 +52,13 @@ class Channel(Protocol):
 
 
 def inner_store(store: Store) -> Any:
-    """The store under a circuit breaker (``stores._breaker.BreakerStore``), if any."""
+    """The store under any wrappers: a circuit breaker (``BreakerStore.store``) or
+    a wrapper that keeps the wrapped store as ``.inner`` (e.g. a counting proxy)."""
     seen: Any = store
-    for _ in range(4):  # a breaker wraps one store; never loop on a strange object
-        inner = vars(seen).get("store") if hasattr(seen, "__dict__") else None
-        if inner is None or not hasattr(seen, "breaker"):
+    for _ in range(4):  # a few layers at most; never loop on a strange object
+        own = vars(seen) if hasattr(seen, "__dict__") else {}
+        inner = own.get("store") if "breaker" in own else own.get("inner")
+        if inner is None or not isinstance(inner, Store):
             return seen
         seen = inner
     return seen
