@@ -45,7 +45,12 @@ def main(url: str, app_id: str, node_id: str) -> None:
     manager.add_listener(delete_files, ["invalidated", "expired"], values=True)
     say({"ready": node_id})
     done = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+
+    def until_stdin_closes() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
     done.wait(DEADLINE)
     manager.close()
 

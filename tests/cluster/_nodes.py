@@ -82,7 +82,12 @@ def listening_nodes(url: str, app_id: str, names: list[str]) -> Iterator[list[No
     nodes = [Node(url, app_id, name) for name in names]
     try:
         for node in nodes:
-            node.wait_for(lambda line, n=node.node_id: line.get("ready") == n)
+            name = node.node_id
+
+            def ready(line: dict[str, Any], name: str = name) -> bool:
+                return line.get("ready") == name
+
+            node.wait_for(ready)
         yield nodes
     finally:
         for node in nodes:

@@ -23,7 +23,7 @@ def _pair(**cache: object) -> tuple[SessionManager, SessionManager, CountingStor
     shared = MemoryStore()
     counted = CountingStore(shared)
     reader = SessionManager(
-        counted, node_id="reader", events=True,  # type: ignore[arg-type]
+        counted, node_id="reader", events=True,
         near_cache=NearCache(**cache) if cache else 100,  # type: ignore[arg-type]
     )  # fmt: skip
     writer = SessionManager(shared, node_id="writer", events=True, near_cache=100)

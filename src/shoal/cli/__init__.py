@@ -3,6 +3,7 @@
     shoal demo                  one session served by several processes
     shoal ls | show | rm        list, inspect and end sessions
     shoal purge | stats         clean up expired records; counts per application
+    shoal watch                 the live stream of session events from every node
 
 The store is ``--store URL``, else ``$SHOAL_STORE``, else the embedded SQLite
 file (see ``shoal.config``). Every command takes ``--json``.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import click
 
 from ..config import default_store_url
-from . import admin, demo
+from . import admin, demo, watch
 from ._common import Settings, ShoalGroup
 
 __all__ = ["main"]
@@ -38,5 +39,5 @@ def main(ctx: click.Context, store: str | None, app_id: str | None) -> None:
     ctx.obj = Settings(store_url=store or default_store_url(), app_id=app_id)
 
 
-for _command in (*admin.COMMANDS, demo.demo):
+for _command in (*admin.COMMANDS, demo.demo, watch.watch):
     main.add_command(_command)
