@@ -364,7 +364,9 @@ class SessionManager:
         status = getattr(result, "status", None)
         if operation == "load" and status is not None:
             metrics.inc("loads", status=status.value)
-        elif operation in ("save", "create"):
+        elif (operation == "save" and status is ApplyStatus.OK) or (
+            operation == "create" and result is True
+        ):
             metrics.inc("saves")
         return result
 
