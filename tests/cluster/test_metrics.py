@@ -82,7 +82,7 @@ def test_the_wsgi_exposition_shows_them(app_id: str) -> None:
     status: list[str] = []
     body = b"".join(
         app({"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": ""},
-            lambda s, h: status.append(s))  # type: ignore[arg-type,return-value]
+            lambda s, h: status.append(s))
     )  # fmt: skip
     assert status == ["200 OK"]
     assert f'shoal_saves_total{{app_id="{app_id}"}} 1.0'.encode() in body
