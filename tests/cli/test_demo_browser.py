@@ -59,6 +59,10 @@ def test_the_page_in_a_browser(tmp_path: Path) -> None:
             page.fill("#cart-form input[name=item]", "apple")
             page.click("#add")
             expect(page.locator("#cart")).to_have_text("apple")
+            # the events panel: the sign-in's rotation, sent by the node that served it
+            events = page.locator("#events")
+            expect(events.locator("li.rotated").first).to_contain_text(re.compile(r"from node-[123]"))
+            expect(events.locator("li.created").first).to_be_visible()
             ref_box = page.locator("#session-ref")
             expect(ref_box).to_have_text(re.compile(r"^[0-9a-f]{12}$"))
             ref = ref_box.inner_text()
@@ -88,6 +92,8 @@ def test_the_page_in_a_browser(tmp_path: Path) -> None:
                 kept = page.locator(f'#race-results tr[data-policy="{policy}"] .kept')
                 expect(kept).to_have_text(f"{BURST} / {BURST}", timeout=RACE_MS)
             expect(page.locator('#race-results tr[data-policy="lossy"]')).to_be_visible()
+            # optimistic re-runs its conflicts: they are events too, from several nodes
+            expect(events.locator("li.conflict").first).to_be_visible()
             expect(page.locator("#error")).to_have_text("")
 
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)

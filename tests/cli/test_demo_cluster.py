@@ -190,3 +190,19 @@ def test_no_browser_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(webbrowser, "open", broken)
     _open_browser("http://127.0.0.1:1/")  # no exception
+
+
+def test_every_node_shows_the_session_events_of_every_other(tmp_path: Path) -> None:
+    with live_demo(tmp_path, "--nodes", "3") as demo:
+        demo.request("POST", "/cart", item="apple")  # a session to sign in to
+        signed_in = demo.request("POST", "/login", user="alice")  # one node rotates the id
+        rotator = signed_in["node"]
+        deadline = time.monotonic() + TIMEOUT
+        heard_by: set[str] = set()
+        while heard_by != {"node-1", "node-2", "node-3"} and time.monotonic() < deadline:
+            now = demo.request("GET", "/state.json")  # the next node of the round robin
+            rotations = [e for e in now["events"] if e["event"] == "rotated"]
+            if rotations:
+                assert len(rotations) == 1 and rotations[0]["node_id"] == rotator
+                heard_by.add(now["node"])
+        assert heard_by == {"node-1", "node-2", "node-3"}

@@ -1,7 +1,8 @@
 """The app every node of ``shoal demo`` serves: one page, its JSON, the race routes.
 
     GET  /                      the page (counts a visit)
-    GET  /state.json            what the page shows, read-only: node, session, cart
+    GET  /state.json            what the page shows, read-only: node, session, cart,
+                                and the latest session events heard from every node
     POST /login   user=NAME     rotate the id, remember NAME for ``LOGIN_TTL`` seconds
     POST /logout                end the session
     POST /cart    item=NAME     append NAME to the cart
@@ -21,7 +22,9 @@ any request of any session.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -29,6 +32,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from ..clock import Clock
+from ..cluster.events import Event
 from ..ids import hash_id, session_ref
 from ..manager import SessionManager
 from ..session import Session
@@ -50,6 +54,24 @@ POLICIES = ("lossy", "merge", "optimistic", "serialized")
 # it is shown on those; on a shared counter it would lose them, as documented.
 OWN_KEY = frozenset({"lossy", "merge"})
 MAX_FORM = 4096  # bytes of a form body read; the demo's forms are tiny
+FEED = 30  # session events the events panel shows, newest first
+
+
+class Feed:
+    """The latest session events this node heard (its own and every other node's)."""
+
+    def __init__(self, size: int = FEED) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, event: Event) -> None:
+        entry = {k: event.as_dict()[k] for k in ("event", "node_id", "time", "ref", "detail")}
+        with self._lock:
+            self._events.appendleft(entry)
+
+    def latest(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._events)
 
 
 def _read_form(environ: WSGIEnvironment) -> dict[str, str]:
@@ -88,11 +110,20 @@ class NodeApp:
             "app_id": app_id, "node_id": node_id, "replica": True, "secret_keys": secret_keys,
             # serialized waiters line up BURST deep on one session
             "lock_timeout": 30.0, "clock": clock,
+            # every node sends its session events through the store (docs/cluster.md)
+            "events": True,
         }  # fmt: skip
         self.manager = SessionManager(store_url, policy="merge", **common)
         lossy = SessionManager(store_url, policy="lossy", **common)
         optimistic = SessionManager(store_url, policy="optimistic", **common)
         self.managers = [self.manager, lossy, optimistic]
+        # The events panel: the page's manager hears every node's events; the
+        # race managers (same node id) add only the ones they raise, so no
+        # event is shown twice.
+        self.feed = Feed()
+        self.manager.add_listener(self.feed.add)
+        for other in (lossy, optimistic):
+            other.add_listener(lambda e: self.feed.add(e) if e.local else None)
         page = SessionMiddleware(self._page, self.manager)
         # Each conflict of a run means another of its BURST requests saved,
         # so BURST - 1 re-runs always suffice for every request to get through.
@@ -163,6 +194,7 @@ class NodeApp:
             "visits": data.get("visits", 0),
             "cart": data.get("cart", []),
             "restored": restored,
+            "events": self.feed.latest(),
         }
 
     # -- the race ----------------------------------------------------------------

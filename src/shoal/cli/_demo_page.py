@@ -48,6 +48,11 @@ pre{margin:.4rem 0 0;padding:.5rem;background:#f3f5f8;border-radius:.3rem;overfl
 .ok{color:#1d7a35;font-weight:700}.lost{color:#b3402a;font-weight:700}
 .note{color:#5a6878;font-size:.85rem;margin:.4rem 0 0}
 #error{color:#b3402a;min-height:1.2em;margin:0}
+#events{margin:0;padding:0;list-style:none;font:.8rem/1.5 ui-monospace,monospace;
+  max-height:16rem;overflow:auto}
+#events li{border-bottom:1px solid #e3e7ec;white-space:nowrap}
+#events .invalidated,#events .expired,#events .conflict{color:#b3402a}
+#events .created,#events .restored{color:#1d7a35}
 .node,.kept,.state{white-space:nowrap}
 td form{display:inline-flex;margin:0 .3rem 0 0}
 @media (max-width:30rem){main{padding:.5rem;gap:.6rem}section{padding:.6rem .7rem}
@@ -75,6 +80,22 @@ function showState(s) {
   text("cart", s.cart.length ? s.cart.join(", ") : "empty");
   text("restored", s.restored + " by " + s.node);
   text("data", JSON.stringify(s.data, null, 1));
+  showEvents(s.events || [], s.node);
+}
+function showEvents(events, node) {
+  const list = $("events");
+  list.replaceChildren();
+  for (const e of events) {
+    const item = document.createElement("li");
+    item.className = "event " + e.event;
+    const when = new Date(e.time * 1000).toLocaleTimeString();
+    const extra = Object.entries(e.detail || {}).map(([k, v]) => k + "=" + v).join(" ");
+    item.textContent = when + "  " + e.event + "  " + e.ref + "  from " + e.node_id +
+      (extra ? "  " + extra : "");
+    list.append(item);
+  }
+  text("events-note", "as heard by " + node + ": its own events and every other node's, " +
+    "through the store");
 }
 function showStatus(st) {
   for (const n of st.nodes) {
@@ -158,6 +179,14 @@ def _node_rows(nodes: Sequence[str]) -> str:
     return "".join(rows)
 
 
+def _event_rows(events: Sequence[dict[str, Any]]) -> str:
+    return "".join(
+        f'<li class="event {_e(e["event"])}">{_e(e["event"])}  {_e(e["ref"])}  '
+        f'from {_e(e["node_id"])}</li>'
+        for e in events
+    )
+
+
 def render_page(state: dict[str, Any], nodes: Sequence[str]) -> str:
     """The whole page, with ``state`` (``NodeApp.state``) filled in."""
     user = state["user"]
@@ -218,6 +247,12 @@ replica cookie, and the node writes the session back.</p></section>
 <tbody id="race-results"></tbody></table>
 <p class="note" id="race-note">50 requests at once through the front, on a fresh session
 per policy.</p></section>
+
+<section id="events-panel"><h2>Session events</h2>
+<ol id="events">{_event_rows(state.get("events", []))}</ol>
+<p class="note" id="events-note">Every node sends its session events (created, rotated,
+invalidated, conflict...) through the store; each node hears every other node's.</p>
+</section>
 </main>
 <footer><p id="error"></p>
 <noscript><p>Without JavaScript the node and race panels do not update; the forms
