@@ -21,7 +21,7 @@ from ._nodes import listening_nodes
 KINDS = ["sqlite", "redis", "redis-cluster", "postgresql"]
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=[*KINDS, "redis-sentinel"])
 def cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return STORE_KINDS[request.param](request, tmp_path)
 
