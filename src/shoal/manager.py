@@ -543,7 +543,10 @@ class SessionManager:
             return CommitOutcome(send_id=session.id if resend else None)
         if result.status is ApplyStatus.GONE:
             # Invalidated or expired meanwhile: never re-create it.
-            log.info("session %s ended during the request; its changes were dropped", ref)
+            log.info(
+                "node %s: session %s ended during the request; its changes were dropped",
+                self.node_id, ref,
+            )  # fmt: skip
             return CommitOutcome(clear=True)
         self._release(handle)
         if result.status is ApplyStatus.LOCK_LOST:

@@ -152,3 +152,15 @@ def test_the_default_node_id_is_per_process_and_in_lock_tokens() -> None:
         assert record.lease_token is not None and record.lease_token.startswith("web-7:")
     finally:
         manager.rollback(held)
+
+
+def test_the_cluster_package_pins_its_public_names() -> None:
+    import shoal.cluster
+
+    assert sorted(shoal.cluster.__all__) == [
+        "EVENTS", "Event", "Hub", "Listener", "NearCache", "default_node_id",
+    ]  # fmt: skip
+    assert shoal.cluster.EVENTS == {
+        "created", "rotated", "invalidated", "expired", "restored",
+        "conflict", "lock_timeout", "rollback",
+    }  # fmt: skip
