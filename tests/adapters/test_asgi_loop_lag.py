@@ -20,15 +20,23 @@ another store (memory: their I/O runs in other worker threads). The stall
 is released only after they were all answered and the stall lasted
 ``STALL`` seconds; the stalled request then completes with its increment.
 
-Why a ratio and not "under 3 ms": our rule is no wall-clock thresholds in
-unit tests, and this machine is shared (a probe wake-up can be late by tens
-of milliseconds when another process holds the CPU). What the test must
-tell apart is a loop that ran the store call, whose probe lags by the
-whole stall (ratio ~1), from one that did not, whose probe lags by the
-scheduler's noise (a few ms, ratio ~0.001). So the worst lag must stay
-under ``STALL / LAG_RATIO`` = 1/20 of a stall of at least 2 seconds (100
-ms), and the measured numbers are printed (``-s``) for the note: typical
-runs show a worst lag of one to a few milliseconds.
+Why ratios and not "under 3 ms": our rule is no wall-clock thresholds in
+unit tests, and this machine is shared (one probe wake-up can be late by
+hundreds of milliseconds when other processes hold both cores). What the
+test must tell apart is a loop that ran the store call, whose probe is
+late by the whole stall at least once (worst lag / stall >= 1), from one
+that did not, whose probe is late by scheduler noise. So, against a stall
+of ``STALL`` = 3 s:
+
+- the worst lag stays under ``STALL / WORST_RATIO`` (1/4: 750 ms), a margin
+  of four from a blocked loop that still tolerates a loaded machine;
+- the median lag stays under ``STALL / MEDIAN_RATIO`` (1/300: 10 ms): the
+  "few milliseconds" the issue asks for, as the typical wake-up.
+
+The functional proof needs no clock at all: the other requests are
+answered while the stalled one is still pending, which a blocked loop
+cannot do. The measured numbers are printed (``-s``) for the note: on an
+idle machine the worst lag is a few ms and the median ~0.1 ms.
 """
 
 from __future__ import annotations
@@ -62,8 +70,9 @@ from shoal.stores.base import Store
 from tests.servers import RedisServer
 from tests.servers.availability import redis_unavailable, skip_or_fail
 
-STALL = 2.0  # seconds the store stays stalled, at least
-LAG_RATIO = 20  # the worst probe lag must stay under STALL / LAG_RATIO
+STALL = 3.0  # seconds the store stays stalled, at least
+WORST_RATIO = 4  # the worst probe lag stays under STALL / WORST_RATIO
+MEDIAN_RATIO = 300  # the median probe lag stays under STALL / MEDIAN_RATIO
 PROBE_INTERVAL = 0.001
 OTHERS = 10  # requests of each kind served during the stall
 PATIENCE = 60.0  # bound of every wait (the stall's start, the stalled request's end)
@@ -143,7 +152,6 @@ async def _scenario(
     """Stall one request, serve the others meanwhile, release the stall; see the module."""
     lags: list[float] = []
     stop = asyncio.Event()
-    probe = asyncio.create_task(_probe(stop, lags))
     stalled_client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=stalled_app), base_url="http://t", timeout=PATIENCE
     )
@@ -151,6 +159,11 @@ async def _scenario(
         transport=httpx.ASGITransport(app=other_app), base_url="http://o", timeout=PATIENCE
     )
     async with stalled_client, other_client:
+        # Warm up (Starlette builds its middleware stack at the first request),
+        # without a cookie on the stalled app: no store I/O there.
+        assert (await stalled_client.get("/nothing")).status_code == 200
+        assert (await other_client.get("/", headers=_cookie(other_id))).status_code == 200
+        probe = asyncio.create_task(_probe(stop, lags))
         started = time.perf_counter()
         stalled = asyncio.create_task(stalled_client.get("/", headers=_cookie(stalled_id)))
         # Wait, on an event, until the request is in the stalled store call.
@@ -196,9 +209,12 @@ def _check(measured: Measured, label: str) -> None:
     assert measured.stalled_answer == "n=2", "the stalled request completes once released"
     assert measured.stalled_for >= STALL, "the store call really was stalled"
     assert measured.probes >= 100, "the probe ran throughout the stall"
-    assert measured.worst_lag < measured.stalled_for / LAG_RATIO, (
+    assert measured.worst_lag < STALL / WORST_RATIO, (
         f"the event loop lagged {measured.worst_lag * 1000:.0f} ms during a "
-        f"{measured.stalled_for:.1f} s stall: a store call ran on the loop"
+        f"{measured.stalled_for:.1f} s stall: did a store call run on the loop?"
+    )
+    assert measured.median_lag < STALL / MEDIAN_RATIO, (
+        f"the loop's median lag was {measured.median_lag * 1000:.1f} ms during the stall"
     )
 
 
