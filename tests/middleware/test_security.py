@@ -39,7 +39,7 @@ def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]
     elif path == "/get":
         body = str(session.get(query, "-")).encode()
     elif path == "/login":
-        session.rotate()
+        session.rotate(grace=0)  # at login: the pre-login id dies at once
         session["user"] = query
     elif path == "/logout":
         session.invalidate()
