@@ -164,3 +164,20 @@ def test_the_cluster_package_pins_its_public_names() -> None:
         "created", "rotated", "invalidated", "expired", "restored",
         "conflict", "lock_timeout", "rollback",
     }  # fmt: skip
+
+
+def test_purge_announces_neither_rotation_pointers_nor_tombstones() -> None:
+    clock = ManualClock(start=1000.0)
+    manager = _manager(
+        clock, idle_timeout=60, absolute_timeout=65, touch_interval=30, grace=10,
+        rotation_grace=30,
+    )  # fmt: skip
+    ended: list[Event] = []
+    manager.add_listener(ended.append, ["expired"])
+    with manager.open() as session:
+        session["n"] = 1
+    with manager.open(session.id) as rotating:
+        rotating.rotate()  # a tombstone and a pointer for the old id
+    clock.advance(65 + 10 + 1)
+    assert manager.purge() >= 2
+    assert [e.ref for e in ended] == [session_ref(hash_id(rotating.id))]
