@@ -181,3 +181,24 @@ def test_purge_announces_neither_rotation_pointers_nor_tombstones() -> None:
     clock.advance(65 + 10 + 1)
     assert manager.purge() >= 2
     assert [e.ref for e in ended] == [session_ref(hash_id(rotating.id))]
+
+
+def test_a_node_that_only_sends_runs_no_listener_thread(tmp_path: object) -> None:
+    import threading
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    url = f"sqlite://{tmp_path / 's.db'}"
+    before = {t.name for t in threading.enumerate()}
+    sender = SessionManager(url, node_id="sender", events=True)
+    try:
+        with sender.open() as session:
+            session["n"] = 1
+        assert sender.events.sent == 1
+        started = {t.name for t in threading.enumerate()} - before
+        assert not any(name.startswith("shoal-events") for name in started)
+        sender.add_listener(lambda e: None)
+        started = {t.name for t in threading.enumerate()} - before
+        assert any(name.startswith("shoal-events") for name in started)
+    finally:
+        sender.close()

@@ -62,6 +62,7 @@ def test_events_sent_received_and_missed(app_id: str) -> None:
     store = MemoryStore()
     sender = SessionManager(store, app_id=app_id, node_id="s", events=True, metrics=True)
     receiver = SessionManager(store, app_id=app_id, node_id="r", events=True, metrics=True)
+    receiver.add_listener(lambda e: None)  # a node listens once something listens
     with sender.open() as session:
         session["n"] = 1
     assert _value("shoal_events_sent_total", app_id, event="created") == 1

@@ -114,16 +114,15 @@ class NodeApp:
             "events": True,
         }  # fmt: skip
         self.manager = SessionManager(store_url, policy="merge", **common)
-        lossy = SessionManager(store_url, policy="lossy", **common)
-        optimistic = SessionManager(store_url, policy="optimistic", **common)
+        # The race managers only send (no listener: no listener thread); under
+        # a node id of their own, so the page's manager of this node hears
+        # their events through the store as it hears every other node's.
+        race = {**common, "node_id": f"{node_id}.race"}
+        lossy = SessionManager(store_url, policy="lossy", **race)
+        optimistic = SessionManager(store_url, policy="optimistic", **race)
         self.managers = [self.manager, lossy, optimistic]
-        # The events panel: the page's manager hears every node's events; the
-        # race managers (same node id) add only the ones they raise, so no
-        # event is shown twice.
-        self.feed = Feed()
+        self.feed = Feed()  # the events panel
         self.manager.add_listener(self.feed.add)
-        for other in (lossy, optimistic):
-            other.add_listener(lambda e: self.feed.add(e) if e.local else None)
         page = SessionMiddleware(self._page, self.manager)
         # Each conflict of a run means another of its BURST requests saved,
         # so BURST - 1 re-runs always suffice for every request to get through.

@@ -79,6 +79,7 @@ class Hub:
             (lambda: channel) if channel is not None else (lambda: channel_for(store, app_id))
         )
         self._pid = os.getpid()
+        self._listening = False
         self._lock = threading.Lock()
         self._last_seq: dict[str, int] = {}
         self.received = 0
@@ -106,7 +107,16 @@ class Hub:
                 self.node_id, self._store.url,
             )  # fmt: skip
             return
-        self._channel.start(self._deliver)
+        self._listening = False
+        if self.listeners or self.near_cache is not None:
+            self._listen()
+
+    def _listen(self) -> None:
+        """Start the listener thread: only a hub with listeners or a near cache needs one
+        (a node that only sends, e.g. a purge job, keeps no connection for it)."""
+        if self._channel is not None and not self._listening:
+            self._listening = True
+            self._channel.start(self._deliver)
 
     def _check_fork(self) -> None:
         """A forked worker has no listener thread: open its own channel."""
@@ -133,6 +143,8 @@ class Hub:
         self, listener: Listener, events: Collection[str] | None = None, *, values: bool = False
     ) -> None:
         self.listeners.add(listener, events, values=values)
+        self._check_fork()
+        self._listen()
 
     # -- sending -------------------------------------------------------------
 
