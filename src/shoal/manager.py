@@ -361,6 +361,7 @@ class SessionManager:
         self, key: RecordKey, now: float, touch: Touch | None, handle: _Handle
     ) -> LoadResult:
         """A ``read_only`` load through the near cache: no store call while fresh."""
+        self._hub.check_fork()  # a forked worker never serves its parent's entries
         cache = self._hub.near_cache
         assert cache is not None
         cached = cache.get(key, now=now)

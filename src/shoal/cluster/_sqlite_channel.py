@@ -12,6 +12,7 @@ inotify on the WAL file (Linux-only, fires on every session write).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 
@@ -43,10 +44,10 @@ class SQLiteChannel:
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.pid != os.getpid():  # never a parent's connection
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             conn.execute(q.SQLITE_EVENTS_SCHEMA)
-            self._local.conn = conn
+            self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     def publish(self, data: bytes) -> None:
@@ -101,6 +102,6 @@ class SQLiteChannel:
             self._receiver.close()
             self._receiver = None
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and self._local.pid == os.getpid():
             conn.close()
             self._local.conn = None

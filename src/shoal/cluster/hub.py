@@ -96,7 +96,7 @@ class Hub:
     @property
     def channel(self) -> Channel | None:
         """The store's channel while ``events=True`` (None otherwise or when it has none)."""
-        self._check_fork()
+        self.check_fork()
         return self._channel
 
     def _open_channel(self) -> None:
@@ -118,7 +118,7 @@ class Hub:
             self._listening = True
             self._channel.start(self._deliver)
 
-    def _check_fork(self) -> None:
+    def check_fork(self) -> None:
         """A forked worker has no listener thread: open its own channel."""
         if self._pid != os.getpid():
             with self._lock:
@@ -143,7 +143,7 @@ class Hub:
         self, listener: Listener, events: Collection[str] | None = None, *, values: bool = False
     ) -> None:
         self.listeners.add(listener, events, values=values)
-        self._check_fork()
+        self.check_fork()
         self._listen()
 
     # -- sending -------------------------------------------------------------
@@ -162,7 +162,7 @@ class Hub:
         ``fields``: the ended session's encoded fields (invalidated, expired).
         Never raises: a failing listener or channel is logged.
         """
-        self._check_fork()
+        self.check_fork()
         ref = session_ref(id_hash)
         if self.near_cache is not None and name in _DROPS:
             self.near_cache.drop_ref(self.app_id, ref)
