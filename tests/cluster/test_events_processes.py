@@ -59,23 +59,7 @@ def test_an_event_raised_on_one_node_is_heard_once_on_each_other(
             a.close()
 
 
-def _purge_kinds() -> list[object]:
-    return [
-        pytest.param(
-            kind,
-            marks=pytest.mark.xfail(
-                reason="Redis has no purge_ended yet (its PURGE Lua script does not return "
-                "the record; Redis also drops expired records itself by TTL)",
-                strict=True,
-            ),
-        )
-        if kind.startswith("redis")
-        else kind
-        for kind in KINDS
-    ]
-
-
-@pytest.mark.parametrize("kind", _purge_kinds())
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_listener_on_another_node_deletes_the_files_of_a_purged_session(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, app_id: str, clock: ManualClock
 ) -> None:

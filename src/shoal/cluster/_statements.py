@@ -1,4 +1,5 @@
-"""Every SQL statement of the event channels and of purge-with-values, with headers.
+"""Every SQL statement (and the Redis script) of the event channels and of
+purge-with-values, with headers.
 
 Kept out of ``stores/_sql.py`` (the session statements) so the two evolve
 apart; each statement says its inputs, outputs and atomicity.
@@ -13,6 +14,7 @@ __all__ = [
     "PG_NOTIFY",
     "PG_NOTIFY_BY_REF",
     "PG_PURGE_RETURNING",
+    "REDIS_PURGE_RETURNING",
     "SQLITE_EVENTS_INSERT",
     "SQLITE_EVENTS_LAST",
     "SQLITE_EVENTS_PRUNE",
@@ -112,4 +114,26 @@ PG_PURGE_RETURNING = """
         FOR UPDATE SKIP LOCKED
     ) AND expires <= %(cutoff)s::float8
     RETURNING app_id, id_hash, invalidated, fields::text
+"""
+
+# Redis (RedisStore.purge_ended). As stores/_lua.py's PURGE, returning the record.
+REDIS_PURGE_RETURNING = """
+-- PURGE_RETURNING: delete one record found by SCAN if it expired more than
+-- grace ago, and return what it held.
+-- KEYS[1]  a key SCAN matched with the store's prefix
+-- ARGV[1]  now   ARGV[2]  grace
+-- Returns  0 when not deleted (not a record, or still within grace), else the
+--          record's HGETALL (flat name, value list) as it was when deleted
+-- Atomic: the expiry check, the read and the DEL are one step, so a save that
+-- extended the record after the SCAN saw it always wins, and what is
+-- returned is exactly what was deleted.
+local key = KEYS[1]
+if redis.call('TYPE', key)['ok'] ~= 'hash' then return 0 end
+local expires = redis.call('HGET', key, 'exp')
+if not expires or tonumber(expires) + tonumber(ARGV[2]) > tonumber(ARGV[1]) then
+  return 0
+end
+local all = redis.call('HGETALL', key)
+redis.call('DEL', key)
+return all
 """

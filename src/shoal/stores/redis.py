@@ -49,6 +49,7 @@ from .base import (
     ApplyResult,
     ApplyStatus,
     Change,
+    Ended,
     LoadResult,
     LoadStatus,
     LockRequest,
@@ -535,6 +536,45 @@ class RedisStore:
                 )
                 deleted += sum(1 for r in results if r == 1)
         return deleted
+
+    def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
+        """As ``purge``, returning what each deleted record held (one script per record).
+
+        Redis also drops records by itself at ``expires`` + the store's
+        ``grace`` (native TTL), unannounced: ``expired`` events need purge to
+        run before that, with a manager grace shorter than the store's.
+        """
+        from ..cluster._statements import REDIS_PURGE_RETURNING
+
+        ended: list[Ended] = []
+        pattern = _glob_escape(self.prefix) + "{*"
+        args = [_num(now), _num(grace)]
+        script = self._conn()[0].register_script(REDIS_PURGE_RETURNING)
+        for client, keys in self._scan(pattern):
+            if len(ended) >= limit:
+                break
+            expiries = self._pipelined(client, keys, lambda pipe, k: pipe.hget(k, "exp"))
+            doomed = [
+                k
+                for k, raw in zip(keys, expiries)
+                if isinstance(raw, bytes) and _is_float(raw) and float(raw) + grace <= now
+            ][: limit - len(ended)]
+            if doomed:
+                results = self._pipelined(
+                    client, doomed, lambda pipe, k: script(keys=[k], args=args, client=pipe)
+                )
+                for raw_key, flat in zip(doomed, results):
+                    key = self._parse_key(raw_key)
+                    if key is None or not isinstance(flat, list):
+                        continue
+                    pairs = dict(zip(flat[::2], flat[1::2]))
+                    fields = {
+                        name[2:].decode(): value
+                        for name, value in pairs.items()
+                        if name[:2] == b"f:"
+                    }
+                    ended.append(Ended(key, fields, pairs.get(b"inv") not in (None, b"", b"0")))
+        return ended
 
     def _parse_key(self, raw: bytes) -> RecordKey | None:
         text = raw.decode("utf-8", "replace")

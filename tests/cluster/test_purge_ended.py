@@ -1,0 +1,43 @@
+"""``purge_ended``: the same deletes as ``purge``, returning what each record held."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoal.stores import open_store
+from shoal.stores.base import NewRecord, RecordKey
+from tests.conftest import STORE_KINDS
+
+KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgresql"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_purge_ended_returns_the_deleted_records(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, app_id: str
+) -> None:
+    store = open_store(STORE_KINDS[kind](request, tmp_path))
+    now = 1_000_000.0
+    try:
+        live = RecordKey(app_id, "a" * 64)
+        ended = RecordKey(app_id, "b" * 64)
+        kept = RecordKey(app_id, "c" * 64)
+        for key, expires in ((live, now + 10), (ended, now + 10), (kept, now + 1000)):
+            record = NewRecord(
+                created=now, expires=expires, absolute_expires=now + 20,
+                fields={"files": b"x", "n": b"1"},
+            )  # fmt: skip
+            assert store.create(key, record, now=now)
+        assert store.invalidate(ended, now=now)  # a tombstone until now + 20
+        purge_ended = getattr(store, "purge_ended")
+        assert purge_ended(now=now + 10.5, grace=1, limit=10) == []  # within grace: nothing
+        # live: expires + grace passed; the tombstone: its absolute end + grace passed
+        got = purge_ended(now=now + 25, grace=1, limit=10)
+        by_key = {e.key: e for e in got}
+        assert set(by_key) == {live, ended}
+        assert by_key[live].fields == {"files": b"x", "n": b"1"} and not by_key[live].invalidated
+        assert by_key[ended].invalidated
+        assert purge_ended(now=now + 25, grace=1, limit=10) == []  # deleted for good
+    finally:
+        store.close()
