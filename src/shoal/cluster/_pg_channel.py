@@ -65,7 +65,6 @@ class PostgresChannel:
             ) as conn:
                 conn.execute(f'LISTEN "{self.channel}"')
                 listening.set()
-                receiver.connected.set()
                 while not stop.is_set():
                     # Read the batch first: the connection is busy while the
                     # notifies() generator runs, and a reference is read back
@@ -75,7 +74,7 @@ class PostgresChannel:
                         if data is not None:
                             deliver(data)
 
-        receiver = self._receiver = Receiver(f"postgresql:{self.channel}", session)
+        self._receiver = Receiver(f"postgresql:{self.channel}", session)
         listening.wait(2.0)
 
     def close(self) -> None:

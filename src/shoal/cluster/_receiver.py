@@ -24,7 +24,6 @@ class Receiver:
         self.name = name
         self._session = session
         self.stop = threading.Event()
-        self.connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"shoal-events-{name}", daemon=True)
         self._thread.start()
 
@@ -36,7 +35,6 @@ class Receiver:
                 self._session(self.stop)
                 delay, failures = 0.05, 0
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, loudly
-                self.connected.clear()
                 failures += 1
                 if failures == 1:
                     log.warning(

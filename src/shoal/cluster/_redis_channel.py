@@ -48,13 +48,12 @@ class RedisChannel:
                         continue
                     if message["type"] == "subscribe":
                         subscribed.set()
-                        receiver.connected.set()
                     elif message["type"] == "message":
                         deliver(bytes(message["data"]))
             finally:
                 pubsub.close()
 
-        receiver = self._receiver = Receiver(f"redis:{self.channel}", session)
+        self._receiver = Receiver(f"redis:{self.channel}", session)
         # Events published before the SUBSCRIBE is acknowledged are not seen:
         # wait (bounded) so a manager's first request is already covered.
         subscribed.wait(2.0)
