@@ -28,6 +28,7 @@ from .cookies import CookieOptions
 from .errors import ConfigError, ConflictError, LockLost, LockTimeout
 from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
 from .policies import Policy, build_change, parse_policy
+from .principals import PrincipalIndex
 from .replica import ReplicaStats, Replicator
 from .sealing import Secret
 from .session import LIFETIME_KEY, Session
@@ -39,6 +40,7 @@ from .stores.base import (
     LoadStatus,
     LockRequest,
     NewRecord,
+    RecordInfo,
     RecordKey,
     Store,
     Touch,
@@ -47,6 +49,10 @@ from .stores.base import (
 __all__ = ["CommitOutcome", "SessionManager"]
 
 log = logging.getLogger("shoal")
+
+# Live sessions one principal may have when ``max_sessions_per_principal`` is
+# not set: the index must stay bounded (docs/decisions.md); past it the oldest end.
+PRINCIPAL_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +131,7 @@ class SessionManager:
         replica_max_bytes: int = 6144,
         max_session_bytes: int | None = 1024 * 1024,
         max_keys: int | None = 1000,
+        max_sessions_per_principal: int | None = None,
     ) -> None:
         checked = check_manager_settings(
             store=store, app_id=app_id, secret_keys=secret_keys, idle_timeout=idle_timeout,
@@ -137,6 +144,7 @@ class SessionManager:
             size_limit("max_session_bytes", max_session_bytes, "1024 * 1024"),
             size_limit("max_keys", max_keys, "1000"),
         )
+        per_principal = size_limit("max_sessions_per_principal", max_sessions_per_principal, "5")
         chosen_policy = parse_policy(policy)
         self.replica = replica
         self._replicator = (
@@ -171,6 +179,15 @@ class SessionManager:
         self._new_id: IdFactory = id_factory or new_id
         # Refused at ``set`` with an EncodeError naming the key (shoal.session).
         self.max_session_bytes, self.max_keys = limits
+        self.max_sessions_per_principal = per_principal
+        # Sessions by user (shoal.principals): records of the store itself.
+        self._principals = PrincipalIndex(
+            self.store,
+            app_id=app_id,
+            window=self.absolute_timeout,
+            codec=self.codec,
+            limit=per_principal if per_principal is not None else PRINCIPAL_LIMIT,
+        )
 
     def __repr__(self) -> str:
         keys = f", {len(self._secret_keys)} secret keys" if self._secret_keys else ""
@@ -379,7 +396,7 @@ class SessionManager:
             # Logout always wins, lease or not; the tombstone drops any lease.
             # It goes first, so a failure below never leaves the old id alive.
             if key is not None:
-                handle.store.invalidate(key, now=now)
+                self._end_session(handle.store, key, now=now)
             handle.lease_token = None
             session._detect_mutations()
             if session._encoded_fields():
@@ -450,7 +467,82 @@ class SessionManager:
             # The tombstone also drops this request's lease on the old id.
             handle.store.invalidate(handle.key, now=now)
             handle.lease_token = None
+        principal = session.principal
+        if principal is not None:
+            self._index(
+                principal,
+                RecordKey(self.app_id, hash_id(candidate)),
+                created=created,
+                now=now,
+                replaces=handle.key if moving else None,
+            )
         return CommitOutcome(send_id=candidate)
+
+    # -- sessions by principal -------------------------------------------------
+
+    def _end_session(self, store: Store, key: RecordKey, *, now: float) -> bool:
+        """End one session: a tombstone, so no late save or replica brings it back.
+
+        The one call site of every ending: ``session.invalidate()``,
+        ``invalidate_all`` and ``max_sessions_per_principal``. Cluster hooks
+        (the ``invalidated`` event, the near cache's drop) belong here.
+        """
+        return store.invalidate(key, now=now)
+
+    def _index(
+        self,
+        principal: str,
+        key: RecordKey,
+        *,
+        created: float,
+        now: float,
+        replaces: RecordKey | None,
+    ) -> None:
+        """Put a just-stored session into its principal's index; end the excess."""
+        if self.replica == "only":
+            return  # no store: nothing to index (sessions_of says so)
+        excess = self._principals.add(principal, key, created=created, now=now, replaces=replaces)
+        for old in excess:
+            self._end_session(self.store, old, now=now)
+        if excess:
+            self._principals.remove(principal, excess, now=now)
+            log.info(
+                "principal over max_sessions_per_principal: ended %d oldest session(s)",
+                len(excess),
+            )
+
+    def _check_indexed(self, principal: object) -> str:
+        if self.replica == "only":
+            raise ConfigError(
+                "sessions by principal need a store: replica='only' keeps sessions in the "
+                "client alone; use replica=True with a store"
+            )
+        if isinstance(principal, bool) or not isinstance(principal, (str, int)):
+            raise TypeError(f"a principal is a str or an int, not {principal!r}")
+        return str(principal)
+
+    def sessions_of(self, principal: str | int) -> list[RecordInfo]:
+        """The live sessions of ``principal`` (``session.principal``), oldest first.
+
+        Each is named by its id hash (``info.key``), never its id. Dead entries
+        met on the way are dropped from the index.
+        """
+        user = self._check_indexed(principal)
+        return self._principals.sessions(user, now=self.clock())
+
+    def invalidate_all(self, principal: str | int) -> int:
+        """Log ``principal`` out everywhere: end every live session of theirs; the count.
+
+        Each ends as ``session.invalidate()`` does, with a tombstone in the
+        store, so the next request on any node, and any replica, finds it
+        ended. A login that commits while this runs may survive it.
+        """
+        user = self._check_indexed(principal)
+        now = self.clock()
+        infos = self._principals.sessions(user, now=now)
+        ended = sum(1 for info in infos if self._end_session(self.store, info.key, now=now))
+        self._principals.remove(user, [info.key for info in infos], now=now)
+        return ended
 
     def rollback(self, session: Session) -> None:
         """Drop the request's changes and release any lock it holds."""
