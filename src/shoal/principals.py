@@ -39,17 +39,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .codec import Codec, decode_field, encode_field
+from .session import RESERVED_PREFIX
 from .stores.base import (
     ApplyStatus,
     Change,
     LoadStatus,
     NewRecord,
+    Record,
     RecordInfo,
     RecordKey,
     Store,
 )
 
-__all__ = ["INDEX_SUFFIX", "PrincipalIndex", "index_app_id", "is_index_app"]
+__all__ = [
+    "INDEX_SUFFIX", "PrincipalIndex", "drop_entries", "index_app_id", "indexed_sessions",
+    "is_index_app",
+]  # fmt: skip
 
 INDEX_SUFFIX = "#principals"
 PRUNE_ABOVE = 16  # entries of one user before an add checks which are dead
@@ -68,6 +73,18 @@ def is_index_app(app_id: str) -> bool:
 def principal_hash(principal: str) -> str:
     """The at-rest name of a principal: no user id in clear in store keys."""
     return hashlib.sha256(b"shoal.principal\x00" + principal.encode("utf-8")).hexdigest()
+
+
+def _info(key: RecordKey, rec: Record) -> RecordInfo:
+    return RecordInfo(
+        key=key,
+        version=rec.version,
+        created=rec.created,
+        accessed=rec.accessed,
+        expires=rec.expires,
+        invalidated=False,
+        size=sum(len(v) for v in rec.fields.values()),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +208,8 @@ class PrincipalIndex:
             if record is None:
                 continue
             for id_hash, data in record.fields.items():
+                if id_hash.startswith(RESERVED_PREFIX):
+                    continue  # shoal's own mark (``shoal copy``), not an entry
                 try:
                     created = float(decode_field(self.codec, data)[0])
                 except Exception:  # noqa: BLE001 - unreadable: sorts first, checked like any
@@ -219,20 +238,51 @@ class PrincipalIndex:
         for entry in self._entries(principal, now=now):
             result = self.store.load(entry.session, now=now)
             if result.status is LoadStatus.LOADED and result.record is not None:
-                rec = result.record
-                infos.append(
-                    RecordInfo(
-                        key=entry.session,
-                        version=rec.version,
-                        created=rec.created,
-                        accessed=rec.accessed,
-                        expires=rec.expires,
-                        invalidated=False,
-                        size=sum(len(v) for v in rec.fields.values()),
-                    )
-                )
+                infos.append(_info(entry.session, result.record))
             else:
                 dead.setdefault(entry.index, []).append(entry.session.id_hash)
         for key, hashes in dead.items():
             self._delete(key, hashes, now=now)
         return infos
+
+
+def indexed_sessions(
+    store: Store, principal: str, *, app_id: str | None, now: float, codec: Codec
+) -> list[tuple[RecordKey, RecordInfo]]:
+    """``(index record, session)`` of every live session of ``principal``, found by a scan.
+
+    For admin tools, which know neither the application's ``absolute_timeout``
+    (the window width in the index record's name) nor, without ``--app-id``,
+    the application: every index record of ``principal`` is found by its name
+    prefix. Writes nothing.
+    """
+    prefix = principal_hash(principal) + "."
+    found: list[tuple[RecordKey, RecordInfo]] = []
+    apps = [index_app_id(app_id)] if app_id is not None else None
+    index_keys = [
+        info.key
+        for info in store.records(apps[0] if apps else None)
+        if is_index_app(info.key.app_id) and info.key.id_hash.startswith(prefix)
+        and not info.invalidated and info.expires > now
+    ]
+    for index in index_keys:
+        record = store.load(index, now=now).record
+        if record is None:
+            continue
+        owner = index.app_id[: -len(INDEX_SUFFIX)]
+        for id_hash in sorted(f for f in record.fields if not f.startswith(RESERVED_PREFIX)):
+            key = RecordKey(owner, id_hash)
+            result = store.load(key, now=now)
+            if result.status is LoadStatus.LOADED and result.record is not None:
+                found.append((index, _info(key, result.record)))
+    found.sort(key=lambda pair: (pair[1].created, pair[1].key.id_hash))
+    return found
+
+
+def drop_entries(store: Store, index: RecordKey, id_hashes: list[str], *, now: float) -> None:
+    """Remove ``id_hashes`` from one index record (admin ``kill``)."""
+    record = store.load(index, now=now).record
+    if record is None:
+        return
+    store.apply(index, Change(idle_timeout=max(record.expires - now, 1.0), delete=id_hashes),
+                now=now)  # fmt: skip
