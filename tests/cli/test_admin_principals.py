@@ -205,3 +205,16 @@ def test_copy_refuses_one_store_twice_and_a_missing_source(url: str, tmp_path: P
     missing = f"sqlite://{tmp_path / 'nope.db'}"
     result = run(url, "copy", "--from", missing, "--to", url)
     assert result.exit_code == 1 and "no session store" in result.stderr
+
+
+def test_copy_shows_a_progress_bar_per_pass_on_a_terminal(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        login(url, None)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("TTY_INTERACTIVE", "0")
+    result = run(url, "copy", "--from", url, "--to", f"sqlite://{tmp_path / 'target.db'}")
+    assert result.exit_code == 0, result.output
+    assert "copying, pass 2" in result.stderr and "3/3" in result.stderr
+    assert "copied 3 sessions and 0 tombstones" in result.stdout and "2 passes" in result.stdout
