@@ -120,6 +120,8 @@ def test_a_rotated_session_stays_indexed_under_its_new_id(manager: SessionManage
     assert hashes(manager, "ada") == {hash_id(session.id)}
     assert manager.invalidate_all("ada") == 1
     assert state(manager, session.id) is LoadStatus.INVALIDATED
+    with manager.open(old) as again:  # within the rotation grace: leads to an ended session
+        assert again.is_new and "cart" not in again
 
 
 def test_clearing_the_principal_rotates_and_unlists(manager: SessionManager) -> None:

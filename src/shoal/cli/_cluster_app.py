@@ -228,7 +228,7 @@ class NodeApp:
 
 def _login(session: Session, form: dict[str, str], now: float) -> None:
     name = form["user"].strip()[:40] or "guest"
-    # A new id at sign-in (the principal rotates it): an id planted before it is useless.
+    # A new id at sign-in (setting the principal rotates it, with no grace): an id planted before it is useless.
     session.principal = name
     session.set("user", {"name": name, "until": now + LOGIN_TTL}, ttl=LOGIN_TTL)
     device = form.get("device", "").strip()[:40]

@@ -20,6 +20,7 @@ from rich.pretty import Pretty
 from rich.table import Table
 from rich.text import Text
 
+from .._rotation import is_pointer
 from ..codec import Codec, JsonCodec, decode_field, field_body, field_expiry
 from ..ids import hash_id, is_well_formed, session_ref
 from ..principals import drop_entries, indexed_sessions, is_index_app
@@ -76,8 +77,13 @@ def _info_json(info: RecordInfo, now: float) -> dict[str, Any]:
 
 
 def _session_records(store: Store, app_id: str | None) -> list[RecordInfo]:
-    """The records of sessions: the sessions-by-user index records left out."""
-    return [info for info in store.records(app_id) if not is_index_app(info.key.app_id)]
+    """The records of sessions: rotation pointers (``shoal._rotation``) and the
+    sessions-by-user index records (``shoal.principals``) left out."""
+    return [
+        info
+        for info in store.records(app_id)
+        if not is_index_app(info.key.app_id) and not is_pointer(info.key)
+    ]
 
 
 def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
