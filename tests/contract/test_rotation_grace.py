@@ -281,3 +281,33 @@ def test_merge_carries_a_write_saved_during_the_rotating_request(
     assert new is not None
     with manager.open(new) as current:
         assert dict(current) == {"cart": [1], "user": "ada", "note": "kept"}
+
+
+@pytest.mark.parametrize("policy_name", POLICIES)
+def test_the_pointer_costs_no_store_call_on_a_live_session(
+    local_store: Store, clock: ManualClock, app_id: str, policy_name: str
+) -> None:
+    """The ordinary load and save make the same store calls with the grace on as off."""
+    from tests._counting import CountingStore
+
+    calls: dict[float, list[list[str]]] = {}
+    for grace in (0.0, GRACE):
+        counting = CountingStore(local_store)
+        manager = SessionManager(
+            counting, app_id=f"{app_id}{int(grace)}", clock=clock, policy=policy_name,
+            rotation_grace=grace,
+        )  # fmt: skip
+        sid = start(manager, n=0)
+        seen = []
+        for body in ("save", "load"):
+            counting.calls.clear()
+            with manager.open(sid) as session:
+                if body == "save":
+                    session["n"] += 1
+                else:
+                    session.get("n")
+            seen.append(list(counting.calls))
+        calls[grace] = seen
+    assert calls[GRACE] == calls[0.0]
+    expected_load = ["load", "unlock"] if policy_name == "serialized" else ["load"]
+    assert calls[GRACE] == [["load", "apply"], expected_load]
