@@ -40,6 +40,7 @@ from .stores.base import (
     LoadStatus,
     LockRequest,
     NewRecord,
+    Record,
     RecordKey,
     Store,
     Touch,
@@ -269,6 +270,7 @@ class SessionManager:
         # First touched after its commit (a read in the body): loaded read-only,
         # without lock or touch, since no response can carry a cookie any more.
         late = session._closed
+        touch: Touch | None = None
         if handle.client_id is not None:
             key = RecordKey(self.app_id, hash_id(handle.client_id))
             touch = (
@@ -316,6 +318,8 @@ class SessionManager:
             return
         assert handle.client_id is not None
         handle.touched = record.accessed == now
+        if touch is not None and handle.touched:
+            record = self._retouch(record, handle, now)
         session._populate(
             session_id=handle.client_id,
             is_new=False,
@@ -326,6 +330,30 @@ class SessionManager:
             fields=record.fields,
             field_versions=record.field_versions,
         )
+
+    def _retouch(self, record: Record, handle: _Handle, now: float) -> Record:
+        """Touch again with the session's own lifetime, when it has one.
+
+        The load's touch (one round trip) extends by the manager's
+        ``idle_timeout``: the store cannot know the lifetime the session
+        keeps inside its data (``Session.set_lifetime``). When that lifetime
+        differs, a second touching load sets the expiry by it, so a read
+        never cuts a long-lived session (Flask's ``permanent``) to the
+        manager's idle timeout, nor keeps a short-lived one longer. It costs
+        a round trip once per ``touch_interval``, only for such sessions.
+        A touch changes no version and no lease, so a serialized holder
+        elsewhere is not fenced out. Rejected: an empty ``apply`` (it bumps
+        the version, fencing out a lease holder), and stores reading the
+        lifetime out of the record (they never decode session data).
+        """
+        own = _own_idle_timeout(self.codec, record.fields, now)
+        if own is None or own == self.idle_timeout or handle.key is None:
+            return record
+        # Accessed just now by the first touch: "accessed before now + 1" touches again.
+        result = handle.store.load(handle.key, now=now, touch=Touch(now + 1, own))
+        if result.status is not LoadStatus.LOADED or result.record is None:
+            return record  # ended meanwhile: the commit finds out
+        return replace(record, expires=result.record.expires)
 
     def _load_locked(
         self, key: RecordKey, touch: Touch | None, handle: _Handle
@@ -614,14 +642,36 @@ class SessionManager:
         self.store.close()
 
 
-def _ended(codec: Codec, fields: Mapping[str, bytes], now: float) -> bool:
-    """True when the record's own fixed lifetime (``set_lifetime(until=...)``) has passed."""
+def _own_lifetime(codec: Codec, fields: Mapping[str, bytes]) -> dict[str, Any]:
+    """The record's own lifetime field (``set_lifetime``), decoded; {} when it has none."""
     data = fields.get(LIFETIME_KEY)
     if data is None:
-        return False
+        return {}
     try:
         value = decode_field(codec, data)[0]
     except Exception:  # noqa: BLE001 - a foreign or corrupted field: no lifetime of its own
-        return False
-    until = value.get("until") if isinstance(value, dict) else None
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _ended(codec: Codec, fields: Mapping[str, bytes], now: float) -> bool:
+    """True when the record's own fixed lifetime (``set_lifetime(until=...)``) has passed."""
+    until = _own_lifetime(codec, fields).get("until")
     return isinstance(until, (int, float)) and until <= now
+
+
+def _own_idle_timeout(codec: Codec, fields: Mapping[str, bytes], now: float) -> float | None:
+    """The idle timeout a touch of this record must use, or None for the manager's.
+
+    The same reading as ``Session._idle_timeout``: a sliding lifetime as
+    given, a fixed end as the time left until it.
+    """
+    own = _own_lifetime(codec, fields)
+    if len(own) != 1:
+        return None
+    kind, number = next(iter(own.items()))
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        return None
+    if kind == "idle":
+        return float(number)
+    return float(number) - now if kind == "until" else None

@@ -499,8 +499,8 @@ class Session(MutableMapping[str, Any]):
         whatever the requests do. Neither: back to the manager's idle timeout.
         A value in the past ends the session at its next save. The manager's
         ``absolute_timeout`` caps every lifetime, and a read's touch (when the
-        manager's ``touch_interval`` is not None) extends by the manager's
-        ``idle_timeout``, not by ``seconds``. Kept in the session itself (a
+        manager's ``touch_interval`` is not None) extends by this lifetime
+        too (never past ``until``). Kept in the session itself (a
         ``_shoal.`` key), so every process, replica and policy sees it.
         """
         if seconds is not None and until is not None:
