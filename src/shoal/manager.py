@@ -521,7 +521,8 @@ class SessionManager:
             assert handle.key is not None
             grace = session._rotation_grace
             grace = self.rotation_grace if grace is None else grace
-            if grace > 0 and handle.client_id is not None:
+            # Without a store (replica="only") the old cookie stays valid anyway.
+            if grace > 0 and handle.client_id is not None and self.replica != "only":
                 # Before the tombstone: whoever finds it finds the pointer too.
                 _rotation.write_pointer(
                     handle.store, self.app_id, handle.client_id, candidate, now=now, grace=grace
