@@ -141,3 +141,28 @@ def test_the_near_cache_is_off_where_the_store_has_no_channel(tmp_path: object) 
         assert sqlite.near_cache is not None
     finally:
         sqlite.close()
+
+
+def test_logout_everywhere_on_one_node_ends_what_another_node_has_cached() -> None:
+    reader, writer, counted = _pair()
+    refs = []
+    for device in ("laptop", "phone"):
+        with writer.open() as session:
+            session["device"] = device
+            session.principal = "ann"
+        refs.append(session.id)
+    for sid in refs:
+        with reader.open(sid, read_only=True) as cached:
+            assert cached["device"]
+    calls = len(counted.calls)
+    for sid in refs:  # served from the cache: no store call
+        with reader.open(sid, read_only=True):
+            pass
+    assert len(counted.calls) == calls
+    ended: list[str] = []
+    reader.add_listener(lambda e: ended.append(f"{e.event}:{e.principal}"), ["invalidated"])
+    assert writer.invalidate_all("ann") == 2
+    assert ended == ["invalidated:ann", "invalidated:ann"]
+    for sid in refs:
+        with reader.open(sid, read_only=True) as after:
+            assert after.is_new and "device" not in after

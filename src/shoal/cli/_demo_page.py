@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from ._demo_devices import DEVICES_SCRIPT, DEVICES_STYLE, render_devices
+
 __all__ = ["render_page"]
 
 
@@ -81,6 +83,7 @@ function showState(s) {
   text("restored", s.restored + " by " + s.node);
   text("data", JSON.stringify(s.data, null, 1));
   showEvents(s.events || [], s.node);
+  showDevices(s);
 }
 function showEvents(events, node) {
   const list = $("events");
@@ -200,7 +203,7 @@ def render_page(state: dict[str, Any], nodes: Sequence[str]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>shoal demo</title><style>{STYLE}</style></head>
+<title>shoal demo</title><style>{STYLE}{DEVICES_STYLE}</style></head>
 <body>
 <header><h1>shoal demo: <span id="node" class="node-name">{_e(state['node'])}</span>
 served this</h1>
@@ -253,11 +256,11 @@ per policy.</p></section>
 <p class="note" id="events-note">Every node sends its session events (created, rotated,
 invalidated, conflict...) through the store; each node hears every other node's.</p>
 </section>
-</main>
+{render_devices(state)}</main>
 <footer><p id="error"></p>
 <noscript><p>Without JavaScript the node and race panels do not update; the forms
 still work.</p></noscript>
 shoal demo: a dev-only front, not a load balancer (see docs/deploy.md).</footer>
-<script>{SCRIPT}</script>
+<script>{SCRIPT}{DEVICES_SCRIPT}</script>
 </body></html>
 """
