@@ -112,7 +112,7 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
             _manager(sqlite_store, "serialized", "sq")
         ),
         "beaker ext:sqla sqlite": lambda: _peers.beaker_sqla(
-            f"sqlite:///{os.path.join(tmp, 'beaker.db')}"
+            f"sqlite:///{os.path.join(tmp, 'beaker.db')}", _peers.tmp_dir(tmp, "beaker-sqla")
         ),
         "flask-session sqlalchemy sqlite": lambda: _peers.flask_session(
             {"SESSION_TYPE": "sqlalchemy",
@@ -166,7 +166,9 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
             "shoal postgresql serialized": lambda: _peers.shoal_request(
                 _manager(pg_store, "serialized", "pg")
             ),
-            "beaker ext:sqla postgresql": lambda: _peers.beaker_sqla(sqla_url),
+            "beaker ext:sqla postgresql": lambda: _peers.beaker_sqla(
+                sqla_url, _peers.tmp_dir(tmp, "beaker-sqla-pg")
+            ),
             "flask-session sqlalchemy pg": lambda: _peers.flask_session(
                 {"SESSION_TYPE": "sqlalchemy", "SQLALCHEMY_DATABASE_URI": sqla_url}
             ),

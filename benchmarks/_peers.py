@@ -162,7 +162,7 @@ def beaker(options: dict[str, Any]) -> Request:
     return request
 
 
-def beaker_sqla(url: str) -> Request:
+def beaker_sqla(url: str, lock_dir: str) -> Request:
     import sqlalchemy as sa
     from beaker.ext.sqla import SqlaNamespaceManager, make_cache_table  # type: ignore[import-untyped,unused-ignore]
 
@@ -170,7 +170,7 @@ def beaker_sqla(url: str) -> Request:
     engine = sa.create_engine(url)
     table = make_cache_table(sa.MetaData(), f"beaker_{uuid.uuid4().hex[:8]}")
     table.metadata.create_all(engine)
-    return beaker({"type": "ext:sqla", "bind": engine, "table": table})
+    return beaker({"type": "ext:sqla", "bind": engine, "table": table, "lock_dir": lock_dir})
 
 
 # -- Flask-Session ------------------------------------------------------------------
