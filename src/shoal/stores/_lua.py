@@ -159,8 +159,6 @@ APPLY: Final = _script("""
 -- ARGV[7]  '1' a lease_token is given, else '0'   ARGV[8]  lease_token
 -- ARGV[9]  publish command ('PUBLISH' or 'SPUBLISH')
 -- ARGV[10] nset   ARGV[11] ndelete   ARGV[12] nexpect
--- ARGV[13] now + idle_timeout, as the caller computed it (the same double)
--- ARGV[14] the native TTL in ms for that expiry: ceil((ARGV[13] + grace - now) * 1000)
 -- then nset pairs (key, value), ndelete keys, nexpect pairs (key, version
 -- seen at load, '' when the key was absent)
 -- Returns  {'ok', new_version} | {'gone'} | {'lock_lost'}
@@ -179,7 +177,7 @@ if ARGV[6] ~= '' and tonumber(m[1]) ~= tonumber(ARGV[6]) then
   return {'conflict', {}}
 end
 local nset, ndel, nexp = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-local sets, dels, exps = 15, 15 + 2 * nset, 15 + 2 * nset + ndel
+local sets, dels, exps = 13, 13 + 2 * nset, 13 + 2 * nset + ndel
 local conflicts = {}
 for i = exps, exps + 2 * nexp - 1, 2 do
   local current = redis.call('HGET', key, 'v:' .. ARGV[i])
@@ -219,28 +217,19 @@ end
 for i = dels, exps - 1 do
   redis.call('HDEL', key, 'f:' .. ARGV[i], 'v:' .. ARGV[i])
 end
--- One HSET for every written key and the new access time: each redis.call
--- costs ~1-3 us inside a script (measured; docs/benchmarks.md).
-local expires, ttl = ARGV[13], ARGV[14]
-if tonumber(expires) > tonumber(m[4]) then expires, ttl = m[4], nil end
-local fields, n = {'acc', ARGV[1], 'exp', expires}, 4
 for i = sets, dels - 1, 2 do
   local k, value, kver = ARGV[i], ARGV[i + 1], vstr
   local old = before[k]
   if old and old[1] == value then kver = old[2] end
-  fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'f:' .. k, value, 'v:' .. k, kver
-  n = n + 4
+  redis.call('HSET', key, 'f:' .. k, value, 'v:' .. k, kver)
 end
-redis.call('HSET', key, unpack(fields))
+local expires = math.min(now + tonumber(ARGV[2]), tonumber(m[4]))
+redis.call('HSET', key, 'acc', ARGV[1], 'exp', fmt(expires))
 if ARGV[5] == '1' then
   redis.call('HDEL', key, 'lt', 'lu')
   if m[5] then notify(key, ARGV[9]) end
 end
-if ttl then
-  redis.call('PEXPIRE', key, ttl)  -- computed by the caller, as set_ttl would
-else
-  set_ttl(key, tonumber(expires), now, tonumber(ARGV[3]))  -- capped by abs
-end
+set_ttl(key, expires, now, tonumber(ARGV[3]))
 return {'ok', version}
 """)
 

@@ -435,7 +435,6 @@ class RedisStore:
             str(len(change.set)),
             str(len(deletes)),
             str(len(change.expect_fields)),
-            *self._expiry_args(now, change.idle_timeout),
         ]
         for name, value in change.set.items():
             args += (name, value)
@@ -450,17 +449,6 @@ class RedisStore:
             keys = tuple(sorted(k.decode() for k in reply[1]))
             return ApplyResult(ApplyStatus.CONFLICT, conflicts=keys)
         return ApplyResult(ApplyStatus(status.decode()))
-
-    def _expiry_args(self, now: float, idle_timeout: float) -> tuple[str, str]:
-        """``now + idle_timeout`` and its native TTL in ms, as the scripts' set_ttl computes.
-
-        Computed here, not in Lua: string.format and math in a script cost
-        server time on every save (measured ~4 us each); the doubles are the
-        same, so the script stores exactly what it would have computed.
-        """
-        expires = now + idle_timeout
-        ms = math.ceil((expires + self.grace - now) * 1000)
-        return _num(expires), str(max(ms, 1))
 
     def invalidate(
         self, key: RecordKey, *, now: float, lease_token: str | None = None
