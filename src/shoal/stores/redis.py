@@ -279,10 +279,12 @@ class RedisStore:
         """
         try:
             return do()  # the fast path: no retry machinery unless needed
-        except RedisConnectionError as exc:
-            if not (idempotent and self._retries):
-                raise self._unavailable(exc) from exc
         except _ERRORS as exc:
+            return self._retried(do, exc, idempotent)
+
+    def _retried(self, do: Callable[[], T], exc: BaseException, idempotent: bool) -> T:
+        """After ``do``'s first attempt failed with ``exc``: retry it, or raise."""
+        if not (isinstance(exc, RedisConnectionError) and idempotent and self._retries):
             raise self._unavailable(exc) from exc
         try:
             return self._retry.call_with_retry(do, lambda _error: None)
@@ -321,40 +323,59 @@ class RedisStore:
         idempotent: bool = False,
     ) -> Any:
         """One EVALSHA of the script ``pick`` chooses: one round trip."""
+        ready = self._ready
+        if ready is None or ready[2] is None:  # not connected yet, or a Cluster
+            return self._call(lambda: self._evalsha(pick, key, args), idempotent=idempotent)
+        # The lane's first attempt, without closures (measured: a few us a
+        # call on a request's cold path). A failure goes on where _call would
+        # after a first attempt, so attempts and retries count the same.
+        script = pick(ready[1])
+        lane = ready[2]
+        try:
+            return lane.call("EVALSHA", script.sha, 1, key, *args)
+        except NoScriptError:  # once per server (and after SCRIPT FLUSH)
+            return self._call(lambda: self._load_script(script, key, args), idempotent=idempotent)
+        except _ERRORS as exc:
+            return self._retried(lambda: self._evalsha(pick, key, args), exc, idempotent)
 
-        def run() -> Any:
-            _client, scripts, lane = self._conn()
-            script = pick(scripts)
-            if lane is None:
-                try:
-                    # EVALSHA directly: Script.__call__ rebuilds its argument
-                    # tuples on every call (measured: ~4 us a call here).
-                    return script.registered_client.evalsha(script.sha, 1, key, *args)
-                except NoScriptError:
-                    return script(keys=[key], args=args)  # loads it, then EVALSHA again
+    def _evalsha(self, pick: Callable[[_Scripts], Script], key: str, args: Sequence[Any]) -> Any:
+        _client, scripts, lane = self._conn()
+        script = pick(scripts)
+        if lane is None:
             try:
-                return lane.call("EVALSHA", script.sha, 1, key, *args)
+                # EVALSHA directly: Script.__call__ rebuilds its argument
+                # tuples on every call (measured: ~4 us a call here).
+                return script.registered_client.evalsha(script.sha, 1, key, *args)
             except NoScriptError:
-                lane.call("SCRIPT", "LOAD", script.script)  # once per server
-                return lane.call("EVALSHA", script.sha, 1, key, *args)
+                return script(keys=[key], args=args)  # loads it, then EVALSHA again
+        try:
+            return lane.call("EVALSHA", script.sha, 1, key, *args)
+        except NoScriptError:
+            return self._load_script(script, key, args)
 
-        return self._call(run, idempotent=idempotent)
+    def _load_script(self, script: Script, key: str, args: Sequence[Any]) -> Any:
+        """SCRIPT LOAD on the lane's server, then the EVALSHA the server did not know."""
+        lane = self._conn()[2]
+        assert lane is not None
+        lane.call("SCRIPT", "LOAD", script.script)
+        return lane.call("EVALSHA", script.sha, 1, key, *args)
 
     def _hgetall(self, key: str) -> dict[bytes, bytes]:
         """The record hash's fields (empty when absent): one HGETALL, one round trip."""
+        ready = self._ready
+        if ready is None or ready[2] is None:
+            return self._call(lambda: self._hgetall_once(key), idempotent=True)
+        try:  # the lane's first attempt, without closures (see _run)
+            return _fields(ready[2].call("HGETALL", key))
+        except _ERRORS as exc:
+            return self._retried(lambda: self._hgetall_once(key), exc, True)
 
-        def run() -> dict[bytes, bytes]:
-            client, _scripts, lane = self._conn()
-            if lane is None:
-                found: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-                return found  # the Cluster client routes by key
-            reply = lane.call("HGETALL", key)
-            if isinstance(reply, dict):  # RESP3 (redis-py's default protocol)
-                return reply
-            it = iter(reply)  # RESP2: a flat list of names and values
-            return dict(zip(it, it))
-
-        return self._call(run, idempotent=True)
+    def _hgetall_once(self, key: str) -> dict[bytes, bytes]:
+        client, _scripts, lane = self._conn()
+        if lane is None:
+            found: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+            return found  # the Cluster client routes by key
+        return _fields(lane.call("HGETALL", key))
 
     # -- the contract -------------------------------------------------------
 
@@ -617,6 +638,14 @@ class RedisStore:
 
 
 # -- replies -----------------------------------------------------------------
+
+
+def _fields(reply: Any) -> dict[bytes, bytes]:
+    """An HGETALL reply as a dict: RESP3 (redis-py's default) sends a map, RESP2 a list."""
+    if isinstance(reply, dict):
+        return reply
+    it = iter(reply)
+    return dict(zip(it, it))
 
 
 _ABSENT = LoadResult(LoadStatus.ABSENT)
