@@ -119,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--charts", type=Path, metavar="DIR", help="draw PNG charts into DIR")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE")
+    parser.add_argument("--markdown", type=Path, metavar="FILE",
+                        help="write the tables as Markdown to FILE (docs/benchmarks.md's)")  # fmt: skip
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="measure nothing: report (and chart) a --json file again")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.from_json:
+        out = json.loads(args.from_json.read_text())
+        return _report(out, args)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     requests, rounds, lost_requests, sessions = SIZES[mode]
     requests = args.requests or requests
@@ -155,15 +162,55 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== scale: Redis bytes per session, {sessions} sessions")
             scale = run_scale(redis_url, sessions)
             out["scale"] = asdict(scale)
-    print_report(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    return _report(out, args)
+
+
+def _report(out: dict[str, Any], args: argparse.Namespace) -> int:
+    from benchmarks._latency import Result
+    from benchmarks._lost import LostResult
+
+    print_report(out)
+    if args.markdown:
+        args.markdown.write_text(markdown(out))
     if args.charts:
         from benchmarks._charts import draw
 
+        latency = [Result(**r) for r in out.get("latency", [])]
+        lost = [LostResult(**r) for r in out.get("lost_updates", [])]
         for path in draw(latency, lost, args.charts):
             print(f"chart: {path}")
     return 0
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The run's tables as Markdown."""
+    lines: list[str] = []
+    group = None
+    for r in out.get("latency", []):
+        if r["group"] != group:
+            group = r["group"]
+            lines += ["", f"**{group}**", "",
+                      "| contestant | median µs | p99 µs | × floor |",
+                      "| --- | ---: | ---: | ---: |"]  # fmt: skip
+        lines.append(f"| {r['variant']} | {r['median_us']:.0f} | {r['p99_us']:.0f} "
+                     f"| {r['ratio']:.2f} |")  # fmt: skip
+    if out.get("lost_updates"):
+        lines += ["", "| store | contestant | own keys lost | counter increments lost |",
+                  "| --- | --- | ---: | ---: |"]  # fmt: skip
+        for r in out["lost_updates"]:
+            cell = "error" if r["error"] else None
+            lines.append(f"| {r['store']} | {r['contestant']} | "
+                         f"{cell or str(r['lost_keys']) + ' / ' + str(r['writes'])} | "
+                         f"{cell or str(r['lost_increments']) + ' / ' + str(r['writes'])} |")  # fmt: skip
+    if "scale" in out:
+        s = out["scale"]
+        lines += ["", "| sessions in Redis | payload B | MEMORY USAGE B | over payload B "
+                  "| used_memory per session B |", "| ---: | ---: | ---: | ---: | ---: |",
+                  f"| {s['sessions']} | {s['payload']} | {s['memory_usage']:.0f} | "
+                  f"{s['memory_usage'] - s['payload']:.0f} | {s['used_memory_per_session']:.0f} |"]  # fmt: skip
+    return "\n".join(lines).lstrip() + "\n"
 
 
 def print_report(out: dict[str, Any]) -> None:
