@@ -11,14 +11,15 @@ Parts (``--only`` picks some): ``latency`` (per store group, every
 contestant interleaved request by request, median of the per-round medians
 over >= 3 rounds, p99, ratio to the group's floor), ``lost`` (8 concurrent
 clients on one session: lost keys and lost increments of every contestant),
-``scale`` (Redis ``MEMORY USAGE`` per session with many stored).
+``scale`` (Redis ``MEMORY USAGE`` per session with many stored), ``purge``
+(purging 1M expired sessions on SQLite and PostgreSQL, with the p99 of
+requests running meanwhile).
 
 Servers: a private redis-server and PostgreSQL (``tests/servers``, as the
 tests start them; PostgreSQL runs with fsync off, so it measures round trips
 and CPU, not the disk) unless ``--redis-url``/``--pg-url`` name existing
 ones; a store whose server cannot start is left out with a note. Not
-measured here (see docs/benchmarks.md): throughput under gunicorn, purging
-1M expired sessions.
+measured here (see docs/benchmarks.md): throughput under gunicorn.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ from benchmarks._latency import Servers, print_results, run_latency  # noqa: E40
 from benchmarks._lost import run_lost_updates  # noqa: E402
 from benchmarks._scale import run_scale  # noqa: E402
 
-PARTS = ("latency", "lost", "scale")
+PARTS = ("latency", "lost", "scale", "purge")
 
-# (requests per variant and round, rounds, lost-update requests per client, sessions)
+# (requests per variant and round, rounds, lost-update requests per client,
+#  sessions for scale, expired sessions to purge)
 SIZES = {
-    "full": (2000, 3, 50, 100_000),
-    "quick": (500, 3, 25, 10_000),
-    "smoke": (5, 3, 3, 50),
+    "full": (2000, 3, 50, 100_000, 1_000_000),
+    "quick": (500, 3, 25, 10_000, 100_000),
+    "smoke": (5, 3, 3, 50, 2_000),
 }
 
 
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help="per variant and round (latency)")
     parser.add_argument("--rounds", type=int, help="rounds of interleaved requests (>= 3)")
     parser.add_argument("--sessions", type=int, help="sessions stored for the scale part")
+    parser.add_argument("--purge-sessions", type=int, help="expired sessions to purge")
     parser.add_argument("--redis-url", help="an existing Redis (default: a private one)")
     parser.add_argument("--pg-url", help="an existing PostgreSQL (default: a private one)")
     parser.add_argument("--no-redis", action="store_true")
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         out = json.loads(args.from_json.read_text())
         return _report(out, args)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    requests, rounds, lost_requests, sessions = SIZES[mode]
+    requests, rounds, lost_requests, sessions, doomed = SIZES[mode]
+    doomed = args.purge_sessions or doomed
     requests = args.requests or requests
     rounds = args.rounds or rounds
     sessions = args.sessions or sessions
@@ -162,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== scale: Redis bytes per session, {sessions} sessions")
             scale = run_scale(redis_url, sessions)
             out["scale"] = asdict(scale)
+        if "purge" in parts:
+            from benchmarks._purge import run_purge
+
+            print(f"\n== purge: {doomed} expired sessions, requests running meanwhile")
+            out["purge"] = [asdict(r) for r in run_purge(tmp, pg_url, doomed)]
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return _report(out, args)
@@ -210,6 +219,15 @@ def markdown(out: dict[str, Any]) -> str:
                   "| used_memory per session B |", "| ---: | ---: | ---: | ---: | ---: |",
                   f"| {s['sessions']} | {s['payload']} | {s['memory_usage']:.0f} | "
                   f"{s['memory_usage'] - s['payload']:.0f} | {s['used_memory_per_session']:.0f} |"]  # fmt: skip
+    if out.get("purge"):
+        lines += ["", "| store | expired sessions purged | seconds | per second "
+                  "| requests meanwhile: median / p99 µs | no purge: median / p99 µs |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for r in out["purge"]:
+            lines.append(f"| {r['store']} | {r['purged']} | {r['seconds']:.1f} | "
+                         f"{r['purged'] / max(r['seconds'], 1e-9):,.0f} | "
+                         f"{r['during_median_us']:.0f} / {r['during_p99_us']:.0f} | "
+                         f"{r['idle_median_us']:.0f} / {r['idle_p99_us']:.0f} |")  # fmt: skip
     return "\n".join(lines).lstrip() + "\n"
 
 
@@ -232,6 +250,11 @@ def print_report(out: dict[str, Any]) -> None:
               f"MEMORY USAGE {s['memory_usage']:.0f} B "
               f"(+{s['memory_usage'] - s['payload']:.0f} B; target +150), "
               f"used_memory {s['used_memory_per_session']:.0f} B per session")
+    for r in out.get("purge", []):
+        print(f"\n# purge: {r['store']}: {r['purged']}/{r['sessions']} expired sessions in "
+              f"{r['seconds']:.1f}s; concurrent requests median {r['during_median_us']:.0f} us, "
+              f"p99 {r['during_p99_us']:.0f} us (none purging: {r['idle_median_us']:.0f} / "
+              f"{r['idle_p99_us']:.0f} us)")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ def test_smoke_run_measures_every_row(
             row = lost[(store, f"shoal {name} {policy}")]
             assert (row["lost_keys"], row["lost_increments"], row["error"]) == (0, 0, "")
 
+    purged = {r["store"]: r for r in report["purge"]}
+    assert set(purged) == {"SQLite", "PostgreSQL"}
+    for row in purged.values():
+        assert row["purged"] == row["sessions"] > 0, row  # every expired one, no live one
+
     scale = report["scale"]
     assert scale["sessions"] > 0 and scale["memory_usage"] > scale["payload"] > 0
     assert (tmp_path / "benchmarks-latency.png").stat().st_size > 0
