@@ -55,7 +55,7 @@ def add_to_cart() -> object:
 
 @app.post("/login")
 def login() -> object:
-    current_session().rotate()  # a new id at login: a planted id is useless afterwards
+    current_session().rotate(grace=0)  # a new id at login: a planted id is useless afterwards
     session["username"] = request.form.get("username", "")[:40] or "anonymous"
     session.permanent = True  # the cookie survives the browser closing
     return redirect(url_for("index"))

@@ -88,11 +88,13 @@ def capture(environ: WSGIEnvironment, limit: int) -> Replay | None:
         # made every GET unretriable under gunicorn.
         length = 0
     else:
-        try:
-            length = int(raw)
-        except ValueError:
+        # Digits only (RFC 9110 8.6): int() also takes "+5", "1_0" and "٣",
+        # which no server reads as that length. Found by fuzzing (tests/fuzz/).
+        digits = raw.strip(" \t")
+        if not (digits.isascii() and digits.isdigit()):
             return None
-        if length < 0 or length > limit:
+        length = int(digits)
+        if length > limit:
             return None
     body = _read_exactly(environ["wsgi.input"], length) if length else b""
     return Replay(dict(environ), body)

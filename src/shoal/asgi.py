@@ -498,7 +498,7 @@ async def _capture(scope: Scope, receive: Receive, limit: int) -> _Replay | None
             return None  # HTTP/2 sends bodies without a length
         length = 0
     else:
-        if not length_text.isdigit():
+        if not (length_text.isascii() and length_text.isdigit()):  # "³".isdigit() is True
             return None
         length = int(length_text)
         if length > limit:

@@ -26,7 +26,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from .errors import EncodeError
+from .errors import DecodeError, EncodeError
 
 __all__ = ["Codec", "JsonCodec", "decode_field", "encode_field", "field_body", "field_expiry"]
 
@@ -153,9 +153,16 @@ class JsonCodec:
             raise TypeError(str(exc)) from exc
 
     def loads(self, data: bytes) -> Any:
-        parsed = orjson.loads(data)
-        # Only values that contain a tag need the second walk.
-        return _decode(parsed) if b'"__t__"' in data else parsed
+        """The value in ``data``; ``DecodeError`` for anything this codec did not write."""
+        try:
+            parsed = orjson.loads(data)
+            # Only values that contain a tag need the second walk.
+            return _decode(parsed) if b'"__t__"' in data else parsed
+        except Exception as exc:  # noqa: BLE001 - JSON, tag, Decimal, date, int-size errors
+            # A tagged value's decoder can raise nearly anything on bytes it
+            # did not write (KeyError, TypeError, decimal.InvalidOperation):
+            # callers get one error to catch. Found by fuzzing (tests/fuzz/).
+            raise DecodeError(f"not a value this codec wrote: {type(exc).__name__}: {exc}") from exc
 
 
 def encode_field(codec: Codec, key: str, value: Any, expires: float | None = None) -> bytes:
@@ -170,16 +177,25 @@ def encode_field(codec: Codec, key: str, value: Any, expires: float | None = Non
 
 
 def decode_field(codec: Codec, data: bytes) -> tuple[Any, float | None]:
-    """Unframe a stored field into ``(value, expires_at_or_None)``."""
+    """Unframe a stored field into ``(value, expires_at_or_None)``.
+
+    ``DecodeError`` (a ``ValueError``) for a frame or a value this codec cannot
+    read, whatever a custom codec raised underneath.
+    """
     expires = field_expiry(data)
     start = 1 if expires is None else 1 + _EXPIRY.size
-    return codec.loads(data[start:]), expires
+    try:
+        return codec.loads(data[start:]), expires
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a custom codec's own errors
+        raise DecodeError(f"the codec cannot read this field: {type(exc).__name__}: {exc}") from exc
 
 
 def field_expiry(data: bytes) -> float | None:
     """When a stored field expires (None: with the session), without decoding its value.
 
-    ``ValueError`` for a frame this version does not know.
+    ``DecodeError`` (a ``ValueError``) for a frame this version does not know.
     """
     frame = data[:1]
     if frame == b"j":
@@ -187,7 +203,7 @@ def field_expiry(data: bytes) -> float | None:
     if frame == b"x" and len(data) >= 1 + _EXPIRY.size:
         (expires,) = _EXPIRY.unpack_from(data, 1)
         return float(expires)
-    raise ValueError(f"unknown or truncated field frame {frame!r}")
+    raise DecodeError(f"unknown or truncated field frame {frame!r}")
 
 
 def field_body(data: bytes, limit: int | None = None) -> bytes:

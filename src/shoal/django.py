@@ -384,7 +384,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django has no type hin
     def cycle_key(self) -> None:
         """A new key for the same data, now: the old key is dead when this returns."""
         session = self._get_session()
-        session.rotate()
+        session.rotate(grace=0)  # Django: the old key is dead at once
         self._commit(session)
 
     async def acycle_key(self) -> None:

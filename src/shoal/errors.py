@@ -3,6 +3,7 @@
     ShoalError
     ├── ConfigError (ValueError)       misconfiguration; the message names the fix
     ├── EncodeError (TypeError)        a value cannot be stored (``.key``)
+    ├── DecodeError (ValueError)       stored bytes this codec cannot read (cause chained)
     ├── StoreUnavailable               the store cannot be reached (``.store``, cause chained)
     │   └── NotAStore                  what is at the URL is no session store (``.store``)
     ├── SessionStateError              misuse of a session object (closed, read-only)
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 __all__ = [
     "ConfigError",
     "ConflictError",
+    "DecodeError",
     "EncodeError",
     "LockLost",
     "LockTimeout",
@@ -37,6 +39,14 @@ class ShoalError(Exception):
 
 class ConfigError(ShoalError, ValueError):
     """A manager, store URL or middleware was configured wrongly."""
+
+
+class DecodeError(ShoalError, ValueError):
+    """Stored bytes the codec cannot turn back into a value: another codec's, or corrupted.
+
+    Whatever the codec raised underneath (a JSON error, an unknown tag, a bad
+    Decimal, ...) is chained as ``__cause__``; callers catch this one error.
+    """
 
 
 class EncodeError(ShoalError, TypeError):

@@ -22,8 +22,9 @@ and configuration onto it:
 - ``session.permanent`` (Flask's ``_permanent`` key) makes the cookie
   persistent for ``PERMANENT_SESSION_LIFETIME`` (capped at the session's
   absolute expiry), re-sent on every request when
-  ``SESSION_REFRESH_EACH_REQUEST``. The record's lifetime stays the
-  manager's ``idle_timeout``/``absolute_timeout`` (docs/frameworks.md).
+  ``SESSION_REFRESH_EACH_REQUEST``, and gives the session that lifetime
+  in the core (``Session.set_lifetime``): the record lives as long as the
+  cookie, not the manager's ``idle_timeout`` (docs/frameworks.md).
 - An exception Flask treats as unhandled (``got_request_exception``), or a
   response with status 500, rolls the session back and releases its lease
   at once; the request context's teardown rolls back whatever is still
@@ -229,6 +230,8 @@ class ShoalSessionInterface(SessionInterface):
             return
         session.done = True
         try:
+            if inner.loaded:
+                self._drive_lifetime(app, inner)
             changed = inner.loaded and inner.modified  # detects in-place edits; may raise
             if changed and not inner.invalidated and not len(inner):
                 # The last key was removed: end the session and clear the
@@ -257,6 +260,38 @@ class ShoalSessionInterface(SessionInterface):
             else:
                 response.headers.add(name, value)
 
+    def _drive_lifetime(self, app: Flask, inner: Session) -> None:
+        """``session.permanent`` sets the core lifetime, before the commit.
+
+        A permanent session gets ``PERMANENT_SESSION_LIFETIME`` as its own
+        sliding lifetime (``Session.set_lifetime``): the record lives that
+        long after its last save or touch, as the cookie does; a changed
+        setting is adopted at the session's next request. A session made
+        non-permanent in this request goes back to the manager's
+        ``idle_timeout``; one that never was keeps any lifetime set through
+        ``session.shoal``. With ``SESSION_REFRESH_EACH_REQUEST`` and a
+        manager whose reads never touch (``touch_interval=None``), a stored
+        permanent session is saved on every request (``refresh()``), so its
+        expiry slides with its cookie's; with touches, the read's touch
+        slides it (at most ``touch_interval`` behind the cookie).
+        """
+        permanent = _peek_permanent(inner)
+        if permanent:
+            wanted: float | None = _seconds(app.permanent_session_lifetime)
+        elif _PERMANENT in inner.keys_written:
+            wanted = None
+        else:
+            return
+        if inner.lifetime != wanted or (permanent and inner.lifetime_until is not None):
+            inner.set_lifetime(wanted)
+        if (
+            permanent
+            and not inner.is_new
+            and self.manager.touch_interval is None
+            and app.config["SESSION_REFRESH_EACH_REQUEST"]
+        ):
+            inner.refresh()
+
     def _persistence(
         self, app: Flask, session: FlaskSession, changed: bool
     ) -> tuple[int | None, bool]:
@@ -278,8 +313,7 @@ class ShoalSessionInterface(SessionInterface):
         refresh = stored and (session._force or (permanent and slide))
         if not permanent:
             return None, refresh
-        lifetime = app.permanent_session_lifetime
-        seconds = lifetime.total_seconds() if isinstance(lifetime, timedelta) else float(lifetime)
+        seconds = _seconds(app.permanent_session_lifetime)
         # The cookie never outlives the session's absolute expiry.
         left = inner.created + self.manager.absolute_timeout - self.manager.clock()
         return max(0, int(min(seconds, left))), refresh
@@ -329,6 +363,19 @@ class ShoalSessionInterface(SessionInterface):
         session = request.environ.get(_FLASK_KEY)
         if isinstance(session, FlaskSession):
             self.rollback(session)
+
+
+def _seconds(lifetime: timedelta | float) -> float:
+    """``PERMANENT_SESSION_LIFETIME`` (a timedelta, or seconds) in seconds."""
+    return lifetime.total_seconds() if isinstance(lifetime, timedelta) else float(lifetime)
+
+
+def _peek_permanent(inner: Session) -> bool:
+    """``session.permanent``, read without counting as a read of the request.
+
+    So the optimistic policy never reports a conflict on Flask's own key.
+    """
+    return inner._decoded(_PERMANENT) and bool(inner._values[_PERMANENT])
 
 
 def current_session() -> Session:

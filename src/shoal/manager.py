@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
 
+from . import _rotation
 from ._settings import check_manager_settings, size_limit
 from .clock import Clock, system_clock
 from .codec import Codec, JsonCodec, decode_field
@@ -39,6 +40,7 @@ from .stores.base import (
     LoadStatus,
     LockRequest,
     NewRecord,
+    Record,
     RecordKey,
     Store,
     Touch,
@@ -76,6 +78,7 @@ class _Handle:
     key: RecordKey | None = None  # set once a stored record was loaded
     lease_token: str | None = None
     touched: bool = False
+    redirected: bool = False  # reached through a rotated id's pointer: resend the new id
 
 
 class SessionManager:
@@ -92,6 +95,10 @@ class SessionManager:
     as the store keeps it (keys and encoded values, shoal's own included): a
     ``set`` over either is an ``EncodeError`` naming the key and the limit;
     None turns a limit off (docs/security.md).
+
+    ``rotation_grace`` (30 s): after ``rotate()`` the old id still leads to
+    the new session for that long, then is dead; 0 kills it at once
+    (``shoal._rotation``, docs/security.md).
 
     ``idle_timeout`` is each session's lifetime after its last save or touch,
     unless the session has one of its own (``Session.set_lifetime``, what
@@ -125,6 +132,7 @@ class SessionManager:
         replica_max_bytes: int = 6144,
         max_session_bytes: int | None = 1024 * 1024,
         max_keys: int | None = 1000,
+        rotation_grace: float = 30,
     ) -> None:
         checked = check_manager_settings(
             store=store, app_id=app_id, secret_keys=secret_keys, idle_timeout=idle_timeout,
@@ -171,6 +179,7 @@ class SessionManager:
         self._new_id: IdFactory = id_factory or new_id
         # Refused at ``set`` with an EncodeError naming the key (shoal.session).
         self.max_session_bytes, self.max_keys = limits
+        self.rotation_grace = _rotation.check_rotation_grace(rotation_grace)
 
     def __repr__(self) -> str:
         keys = f", {len(self._secret_keys)} secret keys" if self._secret_keys else ""
@@ -261,6 +270,7 @@ class SessionManager:
         # First touched after its commit (a read in the body): loaded read-only,
         # without lock or touch, since no response can carry a cookie any more.
         late = session._closed
+        touch: Touch | None = None
         if handle.client_id is not None:
             key = RecordKey(self.app_id, hash_id(handle.client_id))
             touch = (
@@ -268,10 +278,23 @@ class SessionManager:
                 if late or self.touch_interval is None
                 else Touch(now - self.touch_interval, self.idle_timeout)
             )
-            if handle.policy.locks and not session.read_only and not late:
-                result = self._load_locked(key, touch, handle)
-            else:
-                result = handle.store.load(key, now=now, touch=touch)
+            locked = handle.policy.locks and not session.read_only and not late
+
+            def load(key: RecordKey) -> LoadResult:
+                if locked:
+                    return self._load_locked(key, touch, handle)
+                return handle.store.load(key, now=now, touch=touch)
+
+            result = load(key)
+            if result.status is LoadStatus.INVALIDATED:
+                # Only a tombstone can be a rotated id: the pointer is never
+                # looked up on the path of a live session.
+                moved = self._moved_to(handle.store, handle.client_id, now)
+                if moved is not None:
+                    key = RecordKey(self.app_id, hash_id(moved))
+                    result = load(key)
+                    if result.status is LoadStatus.LOADED:
+                        handle.client_id, handle.redirected = moved, True
             if result.status is LoadStatus.LOADED:
                 handle.key = key
         record = result.record
@@ -295,6 +318,8 @@ class SessionManager:
             return
         assert handle.client_id is not None
         handle.touched = record.accessed == now
+        if touch is not None and handle.touched:
+            record = self._retouch(record, handle, now)
         session._populate(
             session_id=handle.client_id,
             is_new=False,
@@ -305,6 +330,30 @@ class SessionManager:
             fields=record.fields,
             field_versions=record.field_versions,
         )
+
+    def _retouch(self, record: Record, handle: _Handle, now: float) -> Record:
+        """Touch again with the session's own lifetime, when it has one.
+
+        The load's touch (one round trip) extends by the manager's
+        ``idle_timeout``: the store cannot know the lifetime the session
+        keeps inside its data (``Session.set_lifetime``). When that lifetime
+        differs, a second touching load sets the expiry by it, so a read
+        never cuts a long-lived session (Flask's ``permanent``) to the
+        manager's idle timeout, nor keeps a short-lived one longer. It costs
+        a round trip once per ``touch_interval``, only for such sessions.
+        A touch changes no version and no lease, so a serialized holder
+        elsewhere is not fenced out. Rejected: an empty ``apply`` (it bumps
+        the version, fencing out a lease holder), and stores reading the
+        lifetime out of the record (they never decode session data).
+        """
+        own = _own_idle_timeout(self.codec, record.fields, now)
+        if own is None or own == self.idle_timeout or handle.key is None:
+            return record
+        # Accessed just now by the first touch: "accessed before now + 1" touches again.
+        result = handle.store.load(handle.key, now=now, touch=Touch(now + 1, own))
+        if result.status is not LoadStatus.LOADED or result.record is None:
+            return record  # ended meanwhile: the commit finds out
+        return replace(record, expires=result.record.expires)
 
     def _load_locked(
         self, key: RecordKey, touch: Touch | None, handle: _Handle
@@ -391,7 +440,9 @@ class SessionManager:
             self._release(handle)
             if stale_client_id:
                 return CommitOutcome(clear=True)
-            resend = key is not None and handle.touched and self.cookie.max_age is not None
+            resend = key is not None and (
+                handle.redirected or (handle.touched and self.cookie.max_age is not None)
+            )
             return CommitOutcome(send_id=session.id if resend else None)
         if key is None or session.rotated:
             return self._create(session, handle, now)
@@ -404,9 +455,13 @@ class SessionManager:
         result = handle.store.apply(key, change, now=now)
         if result.status is ApplyStatus.OK:
             handle.lease_token = None  # released by the apply
-            resend = self.cookie.max_age is not None
+            resend = self.cookie.max_age is not None or handle.redirected
             return CommitOutcome(send_id=session.id if resend else None)
         if result.status is ApplyStatus.GONE:
+            # Rotated meanwhile by another request: the write lands on the new session.
+            moved = self._apply_moved(session, handle, change, now)
+            if moved is not None:
+                return moved
             # Invalidated or expired meanwhile: never re-create it.
             log.info("session %s ended during the request; its changes were dropped", ref)
             return CommitOutcome(clear=True)
@@ -447,10 +502,99 @@ class SessionManager:
             session._is_new, session._version, session._accessed = True, 0, now
         if moving:
             assert handle.key is not None
+            grace = session._rotation_grace
+            grace = self.rotation_grace if grace is None else grace
+            if grace > 0 and handle.client_id is not None:
+                # Before the tombstone: whoever finds it finds the pointer too.
+                _rotation.write_pointer(
+                    handle.store, self.app_id, handle.client_id, candidate, now=now, grace=grace
+                )
+            if handle.policy is Policy.MERGE:
+                self._catch_up(session, handle, RecordKey(self.app_id, hash_id(candidate)), now)
             # The tombstone also drops this request's lease on the old id.
             handle.store.invalidate(handle.key, now=now)
             handle.lease_token = None
         return CommitOutcome(send_id=candidate)
+
+    def _catch_up(self, session: Session, handle: _Handle, new_key: RecordKey, now: float) -> None:
+        """Merge: carry onto the new record what others saved on the old one since our load.
+
+        Without it, a write to another key made while the rotating request
+        ran would be lost with the old record. What is saved between this
+        re-read and the tombstone (a few store calls later) still is: the
+        lease of ``serialized`` is the policy that closes that window.
+        """
+        assert handle.key is not None
+        current = handle.store.load(handle.key, now=now).record
+        if current is None:
+            return
+        seen, mine = session._field_versions(), session.keys_written | session.keys_deleted
+        fields, versions = current.fields, current.field_versions
+        changed = {
+            k: v for k, v in fields.items() if k not in mine and versions.get(k) != seen.get(k)
+        }
+        gone = [k for k in seen if k not in fields and k not in mine]
+        if changed or gone:
+            change = Change(
+                idle_timeout=session._idle_timeout(self.idle_timeout, now), set=changed,
+                delete=gone,
+            )  # fmt: skip
+            handle.store.apply(new_key, change, now=now)
+
+    def _moved_to(self, store: Store, session_id: str | None, now: float) -> str | None:
+        """The id a rotated ``session_id`` now lives under, within its grace; else None.
+
+        Follows up to ``MAX_HOPS`` pointers (rotated again within the grace).
+        """
+        moved = None
+        for _ in range(_rotation.MAX_HOPS):
+            if session_id is None:
+                break
+            session_id = _rotation.follow(store, self.app_id, session_id, now=now)
+            moved = session_id or moved
+        return moved
+
+    def _apply_moved(
+        self, session: Session, handle: _Handle, change: Change, now: float
+    ) -> CommitOutcome | None:
+        """Save ``change`` onto the session the client's id was rotated to, if it was.
+
+        Optimistic checks are carried over by value: a key this request read
+        or wrote conflicts only when the new session holds other bytes for it
+        than this request loaded (the rotation itself copied them unchanged).
+        A serialized save keeps its lease token and is refused (``LockLost``):
+        its lease was on the old id.
+        """
+        moved = self._moved_to(handle.store, handle.client_id, now)
+        if moved is None:
+            return None
+        key = RecordKey(self.app_id, hash_id(moved))
+        if change.expect_fields:
+            current = handle.store.load(key, now=now)
+            if current.record is None:
+                return None
+            loaded = session._at_load[0] if session._at_load is not None else (
+                session._encoded_fields()
+            )
+            fields, versions = current.record.fields, current.record.field_versions
+            conflicts = tuple(
+                name for name in change.expect_fields if loaded.get(name) != fields.get(name)
+            )
+            if conflicts:
+                raise ConflictError(conflicts, session_ref(key.id_hash))
+            change = replace(
+                change, expect_fields={name: versions.get(name) for name in change.expect_fields}
+            )
+        result = handle.store.apply(key, change, now=now)
+        if result.status is ApplyStatus.GONE:
+            return None
+        if result.status is ApplyStatus.LOCK_LOST:
+            raise LockLost(session_ref(key.id_hash))
+        if result.status is ApplyStatus.CONFLICT:
+            raise ConflictError(result.conflicts, session_ref(key.id_hash))
+        session._id, handle.client_id, handle.key = moved, moved, key
+        handle.lease_token = None
+        return CommitOutcome(send_id=moved)
 
     def rollback(self, session: Session) -> None:
         """Drop the request's changes and release any lock it holds."""
@@ -497,14 +641,36 @@ class SessionManager:
         self.store.close()
 
 
-def _ended(codec: Codec, fields: Mapping[str, bytes], now: float) -> bool:
-    """True when the record's own fixed lifetime (``set_lifetime(until=...)``) has passed."""
+def _own_lifetime(codec: Codec, fields: Mapping[str, bytes]) -> dict[str, Any]:
+    """The record's own lifetime field (``set_lifetime``), decoded; {} when it has none."""
     data = fields.get(LIFETIME_KEY)
     if data is None:
-        return False
+        return {}
     try:
         value = decode_field(codec, data)[0]
     except Exception:  # noqa: BLE001 - a foreign or corrupted field: no lifetime of its own
-        return False
-    until = value.get("until") if isinstance(value, dict) else None
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _ended(codec: Codec, fields: Mapping[str, bytes], now: float) -> bool:
+    """True when the record's own fixed lifetime (``set_lifetime(until=...)``) has passed."""
+    until = _own_lifetime(codec, fields).get("until")
     return isinstance(until, (int, float)) and until <= now
+
+
+def _own_idle_timeout(codec: Codec, fields: Mapping[str, bytes], now: float) -> float | None:
+    """The idle timeout a touch of this record must use, or None for the manager's.
+
+    The same reading as ``Session._idle_timeout``: a sliding lifetime as
+    given, a fixed end as the time left until it.
+    """
+    own = _own_lifetime(codec, fields)
+    if len(own) != 1:
+        return None
+    kind, number = next(iter(own.items()))
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        return None
+    if kind == "idle":
+        return float(number)
+    return float(number) - now if kind == "until" else None

@@ -111,7 +111,8 @@ def wire_gen(wire: str | None) -> int | None:
     if not wire:
         return None
     head, sep, _ = wire.partition(".")
-    if not sep or not head.isdigit() or len(head) > _MAX_GEN_DIGITS:
+    # isascii: str.isdigit() also accepts "³", which int() refuses (tests/fuzz/corpus/replica/).
+    if not sep or not (head.isascii() and head.isdigit()) or len(head) > _MAX_GEN_DIGITS:
         return None
     return int(head)
 

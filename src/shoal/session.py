@@ -33,6 +33,7 @@ import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from typing import Any, Final, NamedTuple, NoReturn, TypeVar, overload
 
+from ._rotation import check_rotation_grace
 from ._units import human_size
 from .clock import Clock
 from .codec import Codec, decode_field, encode_field, field_expiry
@@ -190,6 +191,7 @@ class Session(MutableMapping[str, Any]):
         self._created = self._accessed = self._expires = 0.0
         self._invalidated = False
         self._rotated = False
+        self._rotation_grace: float | None = None  # rotate(grace=...): None = the manager's
         self._refresh = False  # refresh(): save at commit even when nothing changed
         self._closed = False
         self._committed = False
@@ -439,15 +441,22 @@ class Session(MutableMapping[str, Any]):
 
     # -- lifecycle ---------------------------------------------------------
 
-    def rotate(self) -> None:
-        """Give the session a new id, keeping its data: call at login.
+    def rotate(self, *, grace: float | None = None) -> None:
+        """Give the session a new id, keeping its data.
 
-        The old id stops working at commit, so an id fixed by an attacker
-        before login is useless after it.
+        The old id stops opening the session at commit. For ``grace``
+        seconds (None: the manager's ``rotation_grace``, 30 by default) it
+        still leads to the new session, so requests in flight and a lost
+        Set-Cookie log no one out (docs/security.md). At login, where the
+        old id may be one an attacker fixed, pass ``grace=0``: it is dead
+        at once.
         """
         self._check_writable()
         self._ensure()
+        if grace is not None:
+            grace = check_rotation_grace(grace, "rotate(grace=...)")
         self._rotated = True
+        self._rotation_grace = grace
 
     def invalidate(self) -> None:
         """End the session (logout): its data is dropped and its id refused at commit.
@@ -490,8 +499,8 @@ class Session(MutableMapping[str, Any]):
         whatever the requests do. Neither: back to the manager's idle timeout.
         A value in the past ends the session at its next save. The manager's
         ``absolute_timeout`` caps every lifetime, and a read's touch (when the
-        manager's ``touch_interval`` is not None) extends by the manager's
-        ``idle_timeout``, not by ``seconds``. Kept in the session itself (a
+        manager's ``touch_interval`` is not None) extends by this lifetime
+        too (never past ``until``). Kept in the session itself (a
         ``_shoal.`` key), so every process, replica and policy sees it.
         """
         if seconds is not None and until is not None:

@@ -299,7 +299,11 @@ def join_chunks(cookies: Mapping[str, str], base: str) -> str | None:
         return None
     count_text, _, rest = first.partition(".")
     digest, sep, body = rest.partition(".")
-    if not sep or not count_text.isdigit() or not 1 <= int(count_text) <= MAX_CHUNKS:
+    # isascii first: str.isdigit() is also true of "³" and "٣", which int() refuses
+    # (or reads as 3): found by fuzzing (tests/fuzz/corpus/cookie/).
+    if not (sep and count_text.isascii() and count_text.isdigit()) or not (
+        1 <= int(count_text) <= MAX_CHUNKS
+    ):
         return None
     parts = [body]
     for index in range(1, int(count_text)):

@@ -71,6 +71,11 @@ def make_app(manager: SessionManager, **config: Any) -> Flask:
         session["n"] = session.get("n", 0) + 1
         return "permanent"
 
+    @app.get("/transient")
+    def transient() -> str:
+        session.permanent = False
+        return "transient"
+
     @app.get("/boom")
     def boom() -> str:
         session["n"] = 1000
@@ -194,6 +199,69 @@ def test_permanent_sessions_get_max_age_and_are_refreshed_each_request(app: Flas
     app.config["SESSION_REFRESH_EACH_REQUEST"] = False
     assert session_cookies(client.get("/read")) == []
     assert client.get("/read").text == "1"
+
+
+def _record_expires(manager: SessionManager) -> float:
+    [info] = manager.store.records(manager.app_id)
+    return info.expires
+
+
+def test_permanent_gives_the_session_permanent_session_lifetime(
+    manager: SessionManager, app: Flask, clock: ManualClock
+) -> None:
+    """The record lives PERMANENT_SESSION_LIFETIME, not the manager's idle_timeout (1800 s),
+    and a read's touch slides it by that lifetime; ``permanent = False`` goes back."""
+    app.permanent_session_lifetime = timedelta(hours=2)
+    client = app.test_client()
+    client.get("/permanent")
+    assert current_lifetime(manager, client) == 7200
+    assert _record_expires(manager) == clock() + 7200
+    clock.advance(3600)  # past the manager's idle_timeout and the touch interval
+    assert client.get("/read").text == "1", "still alive: its lifetime is two hours"
+    assert _record_expires(manager) == clock() + 7200, "the touch slid it by two hours"
+    client.get("/transient")
+    assert current_lifetime(manager, client) is None
+    assert _record_expires(manager) == clock() + manager.idle_timeout
+
+
+def test_a_changed_permanent_session_lifetime_is_adopted_at_the_next_request(
+    manager: SessionManager, app: Flask, clock: ManualClock
+) -> None:
+    app.permanent_session_lifetime = timedelta(hours=2)
+    client = app.test_client()
+    client.get("/permanent")
+    app.permanent_session_lifetime = timedelta(hours=3)
+    assert client.get("/read").text == "1"
+    assert current_lifetime(manager, client) == 3 * 3600
+    assert _record_expires(manager) == clock() + 3 * 3600
+
+
+def current_lifetime(manager: SessionManager, client: Any) -> float | None:
+    """The stored session's own lifetime, as the core sees it (the clock has not moved
+    since the last request, so this read does not touch)."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    with manager.open(cookie.value, read_only=True) as stored:
+        assert not stored.is_new
+        lifetime: float | None = stored.lifetime
+    return lifetime
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_without_touch_session_refresh_each_request_slides_by_a_save(
+    clock: ManualClock, refresh: bool
+) -> None:
+    """``touch_interval=None`` (reads never touch): SESSION_REFRESH_EACH_REQUEST saves
+    a permanent session on every request, so its expiry slides as its cookie's does."""
+    manager = SessionManager("memory://", app_id="flask", clock=clock, touch_interval=None)
+    app = make_app(manager, SESSION_REFRESH_EACH_REQUEST=refresh)
+    app.permanent_session_lifetime = timedelta(hours=2)
+    client = app.test_client()
+    client.get("/permanent")
+    created = clock()
+    clock.advance(600)
+    assert client.get("/read").text == "1"
+    assert _record_expires(manager) == (clock() if refresh else created) + 7200
 
 
 def test_a_permanent_cookie_never_outlives_the_absolute_timeout(clock: ManualClock) -> None:

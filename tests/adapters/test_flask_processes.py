@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..processes._servers import running_gunicorn
 from ._increments import check_increments
+from ._serve import SERVERS, server_env
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 8
 INCREMENTS = 100
 
 
 def test_concurrent_increments_across_two_workers_are_all_kept(tmp_path: Path) -> None:
-    env = {**os.environ, "SHOAL_STORE": f"sqlite://{tmp_path / 'sessions.db'}",
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
-    with running_gunicorn(
-        "tests.adapters.flask_gunicorn_app:app", cwd=ROOT, env=env, workers=2
-    ) as port:
+    env = server_env(f"sqlite://{tmp_path / 'sessions.db'}")
+    with SERVERS["flask"](env) as port:
         final, cookie = check_increments(port, clients=CLIENTS, increments=INCREMENTS)
     assert cookie.startswith("session=")
     assert len(final["pids"]) == 2, f"served by {final['pids']}"

@@ -120,13 +120,57 @@ def test_a_fixed_end_holds_even_when_reads_touch(
 ) -> None:
     end = clock() + 100
     sid = _start(touching, until=end)
-    clock.advance(90)  # this read's touch keeps the record for another idle_timeout
+    clock.advance(90)  # this read touches: never past the fixed end
     assert _loads(touching, sid)
+    assert _expires(touching, sid) == end
     clock.advance(10)
     with touching.open(sid) as session:
         assert session.is_new and session.id != sid
         session["after"] = 1  # a save goes to a new record, not the ended one
     assert not _loads(touching, sid)
+
+
+@pytest.mark.parametrize("seconds", [100.0, 2000.0], ids=["shorter", "longer"])
+def test_a_reads_touch_slides_by_the_sessions_own_lifetime(
+    touching: SessionManager, clock: ManualClock, seconds: float
+) -> None:
+    """Longer: a touch must not cut a 2000 s session to the manager's 600 s;
+    shorter: nor keep a 100 s session for 600 s (Flask's permanent sessions)."""
+    sid = _start(touching, seconds=seconds)
+    clock.advance(61)  # past the touch interval: this read touches
+    assert _loads(touching, sid)
+    assert _expires(touching, sid) == clock() + seconds
+
+
+def test_a_touched_session_with_its_own_lifetime_still_saves(
+    touching: SessionManager, clock: ManualClock
+) -> None:
+    """The touch's write keeps the request's version and lease in step (serialized fencing)."""
+    sid = _start(touching, seconds=2000)
+    clock.advance(61)
+    with touching.open(sid) as session:
+        session["n"] = 1
+    assert session.id == sid and _expires(touching, sid) == clock() + 2000
+    with touching.open(sid, read_only=True) as again:
+        assert again["n"] == 1 and again.lifetime == 2000
+
+
+def test_a_readers_touch_does_not_fence_out_a_serialized_holder(
+    store: Store, clock: ManualClock, app_id: str
+) -> None:
+    """The second touch (own lifetime) changes no version: the lease holder still saves."""
+    manager = SessionManager(
+        store, app_id=app_id, policy="serialized", clock=clock, idle_timeout=IDLE,
+        absolute_timeout=ABSOLUTE, touch_interval=60, lock_lease=600, lock_timeout=2.0,
+    )  # fmt: skip
+    sid = _start(manager, seconds=2000)
+    with manager.open(sid) as holder:
+        holder["n"] = 1
+        clock.advance(61)
+        assert _loads(manager, sid)  # read-only: no lock, but it touches
+        assert _expires(manager, sid) == clock() + 2000
+    with manager.open(sid, read_only=True) as again:
+        assert again["n"] == 1
 
 
 def test_the_absolute_timeout_caps_any_lifetime(

@@ -35,7 +35,7 @@ def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]
     elif path == "/peek":
         body = str(session.get("n", "-")).encode()
     elif path == "/login":
-        session.rotate()
+        session.rotate(grace=0)  # at login: the pre-login id dies at once
         session["user"] = query
     elif path == "/logout":
         session.invalidate()

@@ -39,7 +39,7 @@ def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]
     elif path == "/get":
         body = str(session.get(query, "-")).encode()
     elif path == "/login":
-        session.rotate()
+        session.rotate(grace=0)  # at login: the pre-login id dies at once
         session["user"] = query
     elif path == "/logout":
         session.invalidate()
@@ -191,3 +191,32 @@ def test_ten_thousand_anonymous_requests_store_nothing(
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT count(*) FROM shoal_sessions").fetchone() == (0,)
     connection.close()
+
+
+def test_a_lost_set_cookie_after_rotation_logs_no_one_out(sqlite_store: SQLiteStore) -> None:
+    """rotate() (not at login): the old cookie gets the new id again, within the grace."""
+    from shoal import ManualClock
+
+    clock = ManualClock(start=1_800_000_000.0)
+    manager = SessionManager(sqlite_store, clock=clock, rotation_grace=30)
+
+    def rotating(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        session = environ["shoal.session"]
+        if environ["PATH_INFO"] == "/renew":
+            session.rotate()  # a periodic id renewal keeps the default grace
+        body = str(session.get("a", "-")).encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    wsgi = SessionMiddleware(rotating, manager)
+    _, headers, _ = call(SessionMiddleware(app, manager), "/set?a=1")
+    old = headers[0].split(";")[0]
+    _, headers, _ = call(wsgi, "/renew", old)
+    new = headers[0].split(";")[0]
+    assert new != old  # ... and this response is lost: the browser still has `old`
+    status, headers, body = call(wsgi, "/get", old)
+    assert (status, body) == ("200 OK", b"1") and headers[0].split(";")[0] == new
+    clock.advance(31)
+    status, headers, body = call(wsgi, "/get", old)
+    assert body == b"-" and "Max-Age=0" in headers[0]  # dead after the grace: cleared
+    assert call(wsgi, "/get", new)[2] == b"1"

@@ -35,7 +35,7 @@ def demo_app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[b
     elif path == "/logout":
         session.invalidate()
     elif path == "/login":
-        session.rotate()
+        session.rotate(grace=0)  # at login: the pre-login id dies at once
         session["user"] = query
     elif path == "/boom":
         session["x"] = "never saved"

@@ -50,7 +50,7 @@ def demo_app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[b
     elif path == "/logout":
         session.invalidate()
     elif path == "/login":
-        session.rotate()
+        session.rotate(grace=0)  # at login: the pre-login id dies at once
         session["user"] = query
     elif path == "/flash":
         session.flash(query)

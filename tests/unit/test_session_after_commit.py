@@ -101,7 +101,7 @@ def test_readme_login_example(manager: SessionManager, clock: ManualClock) -> No
     session_id = start(manager, cart=[1])
     with manager.open(session_id) as session:  # load; commit on success
         session.set("auth", {"user": 42}, ttl=900)  # this key alone expires in 15 min
-        session.rotate()  # new id at login
+        session.rotate(grace=0)  # new id at login; the old one dies now
     assert is_well_formed(session.id) and session.id != session_id
     assert session["auth"] == {"user": 42} and session["cart"] == [1]
     with manager.open(session.id) as after:

@@ -198,7 +198,7 @@ class NodeApp:
 
 def _login(session: Session, form: dict[str, str], now: float) -> None:
     name = form["user"].strip()[:40] or "guest"
-    session.rotate()  # a new id at sign-in: an id planted before it is now useless
+    session.rotate(grace=0)  # a new id at sign-in: an id planted before it is now useless
     session.set("user", {"name": name, "until": now + LOGIN_TTL}, ttl=LOGIN_TTL)
 
 

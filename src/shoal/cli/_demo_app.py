@@ -46,7 +46,7 @@ def _count(session: Session, query: dict[str, str]) -> None:
 
 
 def _login(session: Session, query: dict[str, str]) -> None:
-    session.rotate()  # a new id at login: an id planted before it becomes useless
+    session.rotate(grace=0)  # a new id at login: an id planted before it becomes useless
     session["user"] = query["user"]
 
 

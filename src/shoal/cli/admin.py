@@ -19,6 +19,7 @@ from rich.pretty import Pretty
 from rich.table import Table
 from rich.text import Text
 
+from .._rotation import is_pointer
 from ..codec import Codec, JsonCodec, decode_field, field_body, field_expiry
 from ..ids import hash_id, is_well_formed, session_ref
 from ..stores.base import Record, RecordInfo, Store
@@ -133,7 +134,7 @@ def ls(settings: Settings, limit: int, show_all: bool, quiet: bool, as_json: boo
         infos = [
             info
             for info in store.records(settings.app_id)
-            if show_all or state_of(info, now) == "live"
+            if not is_pointer(info.key) and (show_all or state_of(info, now) == "live")
         ]
     infos.sort(key=lambda info: (info.accessed, info.created), reverse=True)
     shown = infos[:limit]
@@ -440,6 +441,8 @@ def stats(settings: Settings, as_json: bool) -> None:
     per_app: dict[str, AppStats] = {}
     with settings.store() as store:
         for info in store.records(settings.app_id):
+            if is_pointer(info.key):  # a rotated id's pointer (shoal._rotation), no session
+                continue
             app = info.key.app_id
             per_app.setdefault(app, AppStats(app)).add(info, now)
     rows = [per_app[app] for app in sorted(per_app)]
