@@ -202,45 +202,17 @@ def test_sqlite_remembers_a_bounded_number_of_rows(store: SQLiteStore) -> None:
 
 
 def test_sqlite_replaced_file_forgets_the_remembered_rows(path: str, store: SQLiteStore) -> None:
-    ticks = [0.0]
-    store._monotonic = lambda: ticks[0]
-    store.close()  # reconnect on the fake clock
     store.create(KEY, new({"a": b"1"}), now=NOW)
     store.load(KEY, now=NOW + 1)
     Path(path).unlink()
     for suffix in ("-wal", "-shm"):
         Path(path + suffix).unlink(missing_ok=True)
-    ticks[0] += 1.0  # the file is stat()ed once a second, not per operation
     assert store.apply(KEY, Change(IDLE, set={"b": b"2"}), now=NOW + 2).status is ApplyStatus.GONE
     check = sqlite3.connect(path)
     try:
         assert check.execute("SELECT count(*) FROM shoal_sessions").fetchone() == (0,)
     finally:
         check.close()
-
-
-def test_sqlite_stats_the_file_at_most_once_a_second(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ticks = [0.0]
-    store._monotonic = lambda: ticks[0]
-    store.close()
-    stats: list[str] = []
-    real = store._file_id
-
-    def counted() -> tuple[int, int] | None:
-        stats.append("stat")
-        return real()
-
-    monkeypatch.setattr(store, "_file_id", counted)
-    store.create(KEY, new({"a": b"1"}), now=NOW)  # connects: one stat
-    for i in range(10):
-        store.load(KEY, now=NOW + 1)
-        ticks[0] += 0.05
-    assert len(stats) == 1
-    ticks[0] += 1.0
-    store.load(KEY, now=NOW + 1)
-    assert len(stats) == 2
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -55,11 +55,6 @@ _SEEN_ROWS = 16
 # their throughput without this). Then it tries again.
 _SKIPS_AFTER_MISS = 8
 
-# Seconds between two stat() calls of the database file by one thread (see
-# SQLiteStore._conn). Rejected: a stat per operation, two per request (~4 us
-# each measured here, the largest single cost after the two statements).
-_STAT_INTERVAL = 1.0
-
 Row = tuple[Any, ...]
 """The ``_sql._COLUMNS`` of one row, as a SELECT returns them."""
 
@@ -142,7 +137,6 @@ class SQLiteStore(LocalStore):
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._existing_only = False  # see require_existing()
-        self._monotonic: Callable[[], float] = time.monotonic  # a seam for tests
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -174,23 +168,16 @@ class SQLiteStore(LocalStore):
         # A connection must not cross fork(): reopen in a child process. Nor
         # outlive its file: a connection to a database file that was deleted
         # or replaced keeps using the unlinked file, unseen by every other
-        # process, so a changed inode reopens it; the file is stat()ed at most
-        # once every _STAT_INTERVAL per thread, so such writes stop within a
-        # second (deleting a live database under running servers loses its
-        # sessions anyway; docs/stores-sql.md).
+        # process, so a changed inode reopens it (one stat per operation).
         pid = os.getpid()
         if conn is not None and self._local.pid == pid:
-            now = self._monotonic()
-            if now >= self._local.stat_due:
-                self._local.stat_due = now + _STAT_INTERVAL
-                if self._file_id() != self._local.file_id:
-                    conn.close()
-                    conn = self._local.conn = None
+            if self._file_id() != self._local.file_id:
+                conn.close()
+                conn = self._local.conn = None
         if conn is None or self._local.pid != pid:
             conn = self._connect()
             self._local.conn, self._local.pid = conn, pid
             self._local.file_id = self._file_id()
-            self._local.stat_due = self._monotonic() + _STAT_INTERVAL
             self._local.seen = {}
             self._local.missed = {}
         return conn
