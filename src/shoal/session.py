@@ -40,7 +40,8 @@ from .codec import Codec, decode_field, encode_field, field_expiry
 from .errors import ConfigError, EncodeError, SessionStateError
 
 __all__ = [
-    "FLASH_PREFIX", "Flash", "LIFETIME_KEY", "RESERVED_PREFIX", "Session", "TOKEN_PREFIX",
+    "FLASH_PREFIX", "Flash", "LIFETIME_KEY", "PRINCIPAL_KEY", "RESERVED_PREFIX", "Session",
+    "TOKEN_PREFIX",
 ]  # fmt: skip
 
 log = logging.getLogger("shoal")
@@ -51,6 +52,8 @@ FLASH_PREFIX: Final = "_shoal.flash."
 TOKEN_PREFIX: Final = "_shoal.token."
 # The session's own lifetime (``Session.set_lifetime``): {"idle": s} or {"until": t}.
 LIFETIME_KEY: Final = "_shoal.lifetime"
+# Who the session belongs to (``Session.principal``): the user id, a string.
+PRINCIPAL_KEY: Final = "_shoal.principal"
 MAX_TOKENS_PER_NAME: Final = 32
 _TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -476,6 +479,44 @@ class Session(MutableMapping[str, Any]):
             self._read, self._written, self._deleted, self._stale,
         ):
             tracked.clear()
+
+    # -- who it belongs to ---------------------------------------------------
+
+    @property
+    def principal(self) -> str | None:
+        """The user id set at login (``session.principal = user_id``), or None.
+
+        Kept in the session itself (a ``_shoal.`` key), so every process and
+        replica knows it, and indexed by the manager (``sessions_of``,
+        ``invalidate_all``).
+        """
+        self._meta()
+        if not self._decoded(PRINCIPAL_KEY):
+            return None
+        value = self._values[PRINCIPAL_KEY]
+        return value if isinstance(value, str) else None
+
+    @principal.setter
+    def principal(self, user_id: str | int | None) -> None:
+        """Set (login) or clear the principal; either way the id rotates at commit.
+
+        A login must not leave the pre-login id usable (session fixation): the
+        old id gets a tombstone at commit, as with ``rotate(grace=0)``, with
+        no rotation grace. An ``int`` is
+        kept as its decimal string, so ``42`` and ``"42"`` are one principal.
+        """
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
+            raise TypeError(f"session.principal must be a str, an int or None, not {user_id!r}")
+        if isinstance(user_id, str) and not user_id:
+            raise ValueError("session.principal must not be empty; set None to clear it")
+        self._check_writable()
+        self._ensure()
+        if user_id is None:
+            if self._decoded(PRINCIPAL_KEY):
+                self._del(PRINCIPAL_KEY)
+        else:
+            self._set(PRINCIPAL_KEY, str(user_id))
+        self.rotate(grace=0)  # a login: the old id may be one an attacker fixed
 
     # -- the session's own lifetime ---------------------------------------
 

@@ -336,4 +336,6 @@ def test_default_store_is_the_embedded_sqlite_file(no_env: None, tmp_path: Path)
 
 def test_public_names() -> None:
     assert shoal.cli.__all__ == ["main"]
-    assert sorted(shoal.cli.main.commands) == ["demo", "ls", "migrate", "purge", "rm", "show", "stats"]
+    assert sorted(shoal.cli.main.commands) == [
+        "copy", "demo", "kill", "ls", "migrate", "purge", "rm", "show", "stats",
+    ]

@@ -32,6 +32,7 @@ def _missing(reason: str) -> None:
 
 
 def test_the_page_in_a_browser(tmp_path: Path) -> None:
+    """Sign in, kill a node, flush the store, race, log out everywhere from two browsers."""
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
@@ -88,6 +89,27 @@ def test_the_page_in_a_browser(tmp_path: Path) -> None:
                 kept = page.locator(f'#race-results tr[data-policy="{policy}"] .kept')
                 expect(kept).to_have_text(f"{BURST} / {BURST}", timeout=RACE_MS)
             expect(page.locator('#race-results tr[data-policy="lossy"]')).to_be_visible()
+            expect(page.locator("#error")).to_have_text("")
+
+            # log out everywhere: a second browser (its own cookie jar) signs in
+            # as the same user, the page's button adds a third device
+            other = browser.new_context().new_page()
+            other.set_default_timeout(WAIT_MS)
+            other.goto(demo.url)
+            other.fill("#login-form input[name=user]", "alice")
+            other.click("#login")
+            expect(other.locator("#user")).to_contain_text("alice")
+            expect(page.locator("#devices-count")).to_have_text("2")
+            page.click("#second-device")
+            expect(page.locator("#devices-count")).to_have_text("3")
+            expect(page.locator("#devices-list li.this")).to_have_count(1)
+            page.screenshot(path=str(tmp_path / "demo-devices.png"), full_page=True)
+            page.click("#logout-everywhere")
+            expect(page.locator("#devices-user")).to_have_text("nobody (sign in first)")
+            expect(page.locator("#user")).to_have_text("not signed in")
+            other.reload()
+            expect(other.locator("#user")).to_have_text("not signed in")
+            expect(other.locator("#devices-count")).to_have_text("0")
             expect(page.locator("#error")).to_have_text("")
 
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)

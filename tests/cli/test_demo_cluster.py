@@ -190,3 +190,37 @@ def test_no_browser_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(webbrowser, "open", broken)
     _open_browser("http://127.0.0.1:1/")  # no exception
+
+
+def test_log_out_everywhere_ends_the_other_devices_session(node: NodeApp) -> None:
+    laptop, phone = Client(node), Client(node)  # two cookie jars: two devices
+    state(laptop.post("/cart", data={"item": "apple"}, headers=JSON))
+    anonymous = laptop.get_cookie(CookieOptions().name)
+    assert anonymous is not None
+    state(laptop.post("/login", data={"user": "ada"}, headers=JSON))
+    state(phone.post("/login", data={"user": "ada", "device": "phone"}, headers=JSON))
+    seen = state(laptop.get("/state.json"))
+    assert seen["principal"] == "ada"
+    assert sorted((d["device"], d["this"]) for d in seen["devices"]) == [
+        ("a browser", True), ("phone", False),
+    ]
+    # the pre-login id ended with the sign-in: it opens nothing
+    stale = Client(node)
+    stale.set_cookie(CookieOptions().name, anonymous.value)
+    assert state(stale.get("/state.json"))["cart"] == []
+    assert state(laptop.post("/logout-everywhere", headers=JSON))["principal"] is None
+    assert laptop.get_cookie(CookieOptions().name) is None  # this browser's cookie cleared
+    other = state(phone.get("/state.json"))
+    assert other["principal"] is None and other["user"] is None and other["devices"] == []
+    assert node.manager.sessions_of("ada") == []
+
+
+def test_the_devices_panel_is_on_the_page(node: NodeApp) -> None:
+    client = Client(node)
+    page = client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert 'id="devices-panel"' in page and "nobody (sign in first)" in page
+    client.post("/login", data={"user": "ada"}, headers=JSON)
+    page = client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert 'id="devices-user">ada<' in page and "\u2014 this browser</li>" in page
+    answer = client.post("/logout-everywhere", headers={"Accept": "text/html"})
+    assert answer.status_code == 303

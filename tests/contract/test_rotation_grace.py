@@ -281,3 +281,72 @@ def test_merge_carries_a_write_saved_during_the_rotating_request(
     assert new is not None
     with manager.open(new) as current:
         assert dict(current) == {"cart": [1], "user": "ada", "note": "kept"}
+
+
+@pytest.mark.parametrize("policy_name", POLICIES)
+def test_the_pointer_costs_no_store_call_on_a_live_session(
+    local_store: Store, clock: ManualClock, app_id: str, policy_name: str
+) -> None:
+    """The ordinary load and save make the same store calls with the grace on as off."""
+    from tests._counting import CountingStore
+
+    calls: dict[float, list[list[str]]] = {}
+    for grace in (0.0, GRACE):
+        counting = CountingStore(local_store)
+        manager = SessionManager(
+            counting, app_id=f"{app_id}{int(grace)}", clock=clock, policy=policy_name,
+            rotation_grace=grace,
+        )  # fmt: skip
+        sid = start(manager, n=0)
+        seen = []
+        for body in ("save", "load"):
+            counting.calls.clear()
+            with manager.open(sid) as session:
+                if body == "save":
+                    session["n"] += 1
+                else:
+                    session.get("n")
+            seen.append(list(counting.calls))
+        calls[grace] = seen
+    assert calls[GRACE] == calls[0.0]
+    expected_load = ["load", "unlock"] if policy_name == "serialized" else ["load"]
+    assert calls[GRACE] == [["load", "apply"], expected_load]
+
+
+def test_with_replicas_the_old_cookies_follow_the_pointer_and_never_resurrect(
+    local_store: Store, clock: ManualClock, app_id: str
+) -> None:
+    manager = SessionManager(
+        local_store, app_id=app_id, clock=clock, replica=True, rotation_grace=GRACE,
+        secret_keys=["rotation-grace-replica-key-0123456789abcdef"],
+    )  # fmt: skip
+    first = manager.begin(None)
+    first["cart"] = [1]
+    sent = manager.commit(first)
+    old, old_replica = sent.send_id, sent.replica
+    assert old is not None and old_replica is not None
+    rotating = manager.begin(old, replica=old_replica)
+    rotating.rotate()
+    new = manager.commit(rotating).send_id
+    late = manager.begin(old, replica=old_replica)  # both old cookies, within the grace
+    assert late["cart"] == [1]
+    outcome = manager.commit(late)
+    assert outcome.send_id == new and late.id == new
+    clock.advance(GRACE + 1)
+    after = manager.begin(old, replica=old_replica)  # the tombstone beats the replica
+    assert after.get("cart") is None and after.id != old
+    manager.commit(after)
+
+
+def test_a_stateless_rotation_writes_no_pointer(clock: ManualClock) -> None:
+    manager = SessionManager(
+        replica="only", clock=clock, secret_keys=["rotation-grace-replica-key-0123456789abcdef"]
+    )
+    first = manager.begin(None)
+    first["a"] = 1
+    sent = manager.commit(first)
+    rotating = manager.begin(sent.send_id, replica=sent.replica)
+    rotating.rotate()
+    assert manager.commit(rotating).send_id not in (None, sent.send_id)
+    view = rotating._handle.store  # type: ignore[attr-defined]  # the request's replica view
+    assert view._records and not any(is_pointer(key) for key in view._records)

@@ -134,3 +134,20 @@ def test_an_issued_id_planted_on_a_victim_dies_at_login(
     assert wire.call("/whoami", victims)[0] == b"victim"
     body, sent = wire.call("/whoami", planted)  # the attacker tries the planted id
     assert body == b"-" and sent != victims
+
+
+@pytest.mark.parametrize("replica", [False, True], ids=["store", "store+replica"])
+def test_an_id_of_one_app_opens_nothing_in_another_on_the_same_store(
+    local_store: Store, app_id: str, replica: bool
+) -> None:
+    """Cross-app confusion: records are keyed by (app_id, hash); replicas bind the app_id."""
+    keys: dict[str, Any] = {"replica": True, "secret_keys": ["x" * 8 + "0123456789abcdefghijklmnopqrstuv"]}
+    shop = SessionManager(local_store, app_id=f"{app_id}-shop", **(keys if replica else {}))
+    admin = SessionManager(local_store, app_id=f"{app_id}-admin", **(keys if replica else {}))
+    session = shop.begin(None)
+    session["user"] = "ada"
+    outcome = shop.commit(session)
+    assert outcome.send_id is not None
+    other = admin.begin(outcome.send_id, replica=outcome.replica)
+    assert other.get("user") is None and other.id != outcome.send_id  # never adopted
+    admin.commit(other)

@@ -370,3 +370,26 @@ class Crew:
             if worker.process is not None and worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(10)
+
+
+def logins(
+    store: str | Store,
+    app_id: str,
+    user: str,
+    count: int,
+    max_sessions: int,
+    node_id: str,
+    start: Waitable,
+) -> list[str]:
+    """``count`` logins of ``user`` (new sessions), under ``max_sessions_per_principal``."""
+    manager = manager_for(store, app_id, node_id, max_sessions_per_principal=max_sessions)
+    made = []
+    start.wait(60)
+    try:
+        for _ in range(count):
+            with manager.open() as session:
+                session.principal = user
+            made.append(session.id)
+    finally:
+        _close(manager, store)
+    return made

@@ -4,6 +4,7 @@
     GET  /state.json            what the page shows, read-only: node, session, cart
     POST /login   user=NAME     rotate the id, remember NAME for ``LOGIN_TTL`` seconds
     POST /logout                end the session
+    POST /logout-everywhere     end every session of the signed-in user
     POST /cart    item=NAME     append NAME to the cart
     POST /race/POLICY/start     a fresh session for one concurrency run
     POST /race/POLICY/hit?n=N   one of the run's concurrent writes
@@ -29,6 +30,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from ..clock import Clock
+from ..codec import decode_field
 from ..ids import hash_id, session_ref
 from ..manager import SessionManager
 from ..session import Session
@@ -132,6 +134,8 @@ class NodeApp:
             return _answer(start_response, "200 OK", body, "text/html; charset=utf-8")
         if method == "GET" and path == "/state.json":
             return _json(start_response, "200 OK", self.state(session))
+        if method == "POST" and path == "/logout-everywhere":
+            route = self._logout_everywhere
         if route is None:
             return _json(start_response, "404 Not Found", {"error": "no such route"})
         try:
@@ -163,7 +167,33 @@ class NodeApp:
             "visits": data.get("visits", 0),
             "cart": data.get("cart", []),
             "restored": restored,
+            **self._devices(session),
         }
+
+    # -- sessions by user --------------------------------------------------------
+
+    def _devices(self, session: Session) -> dict[str, Any]:
+        """The signed-in user's sessions, for the "log out everywhere" panel."""
+        principal = None if session.invalidated else session.principal
+        if principal is None:
+            return {"principal": None, "devices": []}
+        this = None if session.is_new else hash_id(session.id)
+        devices = []
+        for info in self.manager.sessions_of(principal):
+            record = self.manager.store.load(info.key, now=self.clock()).record
+            label = record.fields.get("device") if record is not None else None
+            devices.append({
+                "ref": session_ref(info.key.id_hash),
+                "this": info.key.id_hash == this,
+                "device": _device_label(self.manager, label),
+            })  # fmt: skip
+        return {"principal": principal, "devices": devices}
+
+    def _logout_everywhere(self, session: Session, form: dict[str, str], now: float) -> None:
+        principal = session.principal
+        if principal is not None:
+            self.manager.invalidate_all(principal)
+        session.invalidate()  # this browser's cookie is cleared in this very answer
 
     # -- the race ----------------------------------------------------------------
 
@@ -198,8 +228,23 @@ class NodeApp:
 
 def _login(session: Session, form: dict[str, str], now: float) -> None:
     name = form["user"].strip()[:40] or "guest"
-    session.rotate(grace=0)  # a new id at sign-in: an id planted before it is now useless
+    # A new id at sign-in (setting the principal rotates it, with no grace): an id planted before it is useless.
+    session.principal = name
     session.set("user", {"name": name, "until": now + LOGIN_TTL}, ttl=LOGIN_TTL)
+    device = form.get("device", "").strip()[:40]
+    if device:  # the panel's second device names itself
+        session["device"] = device
+
+
+def _device_label(manager: SessionManager, data: bytes | None) -> str:
+    """The ``device`` value of a stored session, decoded as the page would."""
+    if data is None:
+        return "a browser"
+    try:
+        value = decode_field(manager.codec, data)[0]
+    except Exception:  # noqa: BLE001 - a label only: never break the page for it
+        return "a device"
+    return str(value)
 
 
 def _logout(session: Session, form: dict[str, str], now: float) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from ._demo_devices import DEVICES_SCRIPT, DEVICES_STYLE, render_devices
+
 __all__ = ["render_page"]
 
 
@@ -75,6 +77,7 @@ function showState(s) {
   text("cart", s.cart.length ? s.cart.join(", ") : "empty");
   text("restored", s.restored + " by " + s.node);
   text("data", JSON.stringify(s.data, null, 1));
+  showDevices(s);
 }
 function showStatus(st) {
   for (const n of st.nodes) {
@@ -171,7 +174,7 @@ def render_page(state: dict[str, Any], nodes: Sequence[str]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>shoal demo</title><style>{STYLE}</style></head>
+<title>shoal demo</title><style>{STYLE}{DEVICES_STYLE}</style></head>
 <body>
 <header><h1>shoal demo: <span id="node" class="node-name">{_e(state['node'])}</span>
 served this</h1>
@@ -218,11 +221,12 @@ replica cookie, and the node writes the session back.</p></section>
 <tbody id="race-results"></tbody></table>
 <p class="note" id="race-note">50 requests at once through the front, on a fresh session
 per policy.</p></section>
-</main>
+
+{render_devices(state)}</main>
 <footer><p id="error"></p>
 <noscript><p>Without JavaScript the node and race panels do not update; the forms
 still work.</p></noscript>
 shoal demo: a dev-only front, not a load balancer (see docs/deploy.md).</footer>
-<script>{SCRIPT}</script>
+<script>{SCRIPT}{DEVICES_SCRIPT}</script>
 </body></html>
 """

@@ -1,4 +1,4 @@
-"""``shoal ls | show | rm | purge | stats``: look after the sessions in a store.
+"""``shoal ls | show | rm | kill | purge | stats``: look after the sessions in a store.
 
 Thin commands over the store contract (``records``, ``load``, ``invalidate``,
 ``delete``, ``purge``), like Django's ``clearsessions``. Nothing here touches
@@ -8,9 +8,10 @@ a ``Touch`` and idle expiry does not move.
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from rich.text import Text
 from .._rotation import is_pointer
 from ..codec import Codec, JsonCodec, decode_field, field_body, field_expiry
 from ..ids import hash_id, is_well_formed, session_ref
+from ..principals import drop_entries, indexed_sessions, is_index_app
 from ..stores.base import Record, RecordInfo, Store
 from ._common import (
     BadInput,
@@ -39,8 +41,10 @@ from ._common import (
     store_option,
     store_options,
 )
+from ._copy import copy_records
+from ._progress import progress_bar
 
-__all__ = ["COMMANDS", "ls", "migrate", "purge", "rm", "show", "stats"]
+__all__ = ["COMMANDS", "copy", "kill", "ls", "migrate", "purge", "rm", "show", "stats"]
 
 ID_PREFIX = 16  # hash characters shown by ``ls``
 MIN_PREFIX = 8  # shortest hash prefix ``show``/``rm`` accept
@@ -72,6 +76,16 @@ def _info_json(info: RecordInfo, now: float) -> dict[str, Any]:
     }
 
 
+def _session_records(store: Store, app_id: str | None) -> list[RecordInfo]:
+    """The records of sessions: rotation pointers (``shoal._rotation``) and the
+    sessions-by-user index records (``shoal.principals``) left out."""
+    return [
+        info
+        for info in store.records(app_id)
+        if not is_index_app(info.key.app_id) and not is_pointer(info.key)
+    ]
+
+
 def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
     """The one record named by a raw id, its 64-hex hash, or a hash prefix.
 
@@ -91,7 +105,7 @@ def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
         )
     matches = [
         info
-        for info in store.records(app_id)
+        for info in _session_records(store, app_id)
         if info.key.id_hash == exact or (prefix and info.key.id_hash.startswith(prefix))
     ]
     where = f"app {app_id!r}" if app_id else "any app"
@@ -120,22 +134,44 @@ def resolve(store: Store, ident: str, app_id: str | None) -> RecordInfo:
     "-q", "--quiet", is_flag=True,
     help="Print only the id hash prefixes, one per line (for scripts).",
 )
+@click.option(
+    "--principal", metavar="USER",
+    help="Only the live sessions of this user (session.principal).",
+)
 @json_option
 @click.pass_obj
-def ls(settings: Settings, limit: int, show_all: bool, quiet: bool, as_json: bool) -> None:
+def ls(
+    settings: Settings,
+    limit: int,
+    show_all: bool,
+    quiet: bool,
+    principal: str | None,
+    as_json: bool,
+) -> None:
     """List sessions, most recently used first.
 
-    Only live sessions, unless --all.
+    Only live sessions, unless --all. With --principal, the live sessions
+    of one user, found through the sessions-by-user index.
     """
     if quiet and as_json:
         raise BadInput("--quiet and --json each choose the output; give one of them")
+    if principal is not None and show_all:
+        raise BadInput("--principal lists live sessions only; drop --all")
     now = time.time()
     with settings.store() as store:
-        infos = [
-            info
-            for info in store.records(settings.app_id)
-            if not is_pointer(info.key) and (show_all or state_of(info, now) == "live")
-        ]
+        if principal is not None:
+            infos = [
+                info
+                for _, info in indexed_sessions(
+                    store, principal, app_id=settings.app_id, now=now, codec=JsonCodec()
+                )
+            ]
+        else:
+            infos = [
+                info
+                for info in _session_records(store, settings.app_id)
+                if show_all or state_of(info, now) == "live"
+            ]
     infos.sort(key=lambda info: (info.accessed, info.created), reverse=True)
     shown = infos[:limit]
     if quiet:
@@ -144,7 +180,10 @@ def ls(settings: Settings, limit: int, show_all: bool, quiet: bool, as_json: boo
             click.echo(info.key.id_hash[:ID_PREFIX])
         return
     if as_json:
-        emit_json([_info_json(info, now) for info in shown])
+        rows = [_info_json(info, now) for info in shown]
+        if principal is not None:
+            rows = [{**row, "principal": principal} for row in rows]
+        emit_json(rows)
         return
     table = new_table()
     table.add_column("app")
@@ -166,7 +205,9 @@ def ls(settings: Settings, limit: int, show_all: bool, quiet: bool, as_json: boo
             relative(lease, now) if lease else "",
         )
     more = f", showing {len(shown)} (--limit)" if len(infos) > len(shown) else ""
-    if show_all:
+    if principal is not None:
+        counted = plural(len(infos), "live session") + f" of {principal!r}"
+    elif show_all:
         counted = plural(len(infos), "session")
     else:
         counted = plural(len(infos), "live session") + " (--all for expired and tombstones)"
@@ -336,6 +377,48 @@ def rm(settings: Settings, session: str, hard: bool, as_json: bool) -> None:
         )
 
 
+# -- kill -----------------------------------------------------------------------
+
+
+@click.command("kill")
+@store_options
+@click.option(
+    "--principal", metavar="USER", required=True,
+    help="End every live session of this user (session.principal).",
+)
+@json_option
+@click.pass_obj
+def kill(settings: Settings, principal: str, as_json: bool) -> None:
+    """Log a user out everywhere: end every live session of --principal.
+
+    As the application's ``manager.invalidate_all(user)``: each session gets
+    a tombstone, so no node and no replica brings it back. Every application
+    of the store, unless --app-id.
+    """
+    now = time.time()
+    ended: list[RecordInfo] = []
+    with settings.store() as store:
+        found = indexed_sessions(store, principal, app_id=settings.app_id, now=now,
+                                 codec=JsonCodec())  # fmt: skip
+        by_index: dict[Any, list[str]] = {}
+        for index, info in found:
+            if store.invalidate(info.key, now=now):
+                ended.append(info)
+            by_index.setdefault(index, []).append(info.key.id_hash)
+        for index, hashes in by_index.items():
+            drop_entries(store, index, hashes, now=now)
+    if as_json:
+        emit_json({
+            "principal": principal,
+            "ended": len(ended),
+            "sessions": [{"app_id": i.key.app_id, "id_hash": i.key.id_hash} for i in ended],
+        })  # fmt: skip
+    else:
+        where = f"app {settings.app_id!r}" if settings.app_id else "every app"
+        click.echo(f"ended {plural(len(ended), 'session')} of {principal!r} in {where} "
+                   f"of {store.url}")  # fmt: skip
+
+
 # -- purge ----------------------------------------------------------------------
 
 
@@ -361,11 +444,17 @@ def purge(settings: Settings, grace: float, batch: int, as_json: bool) -> None:
         raise BadInput("purge works on every application of the store at once; drop --app-id")
     now = time.time()  # fixed: records that expire meanwhile wait for the next run
     total = batches = 0
-    with settings.store() as store:
+    with settings.store() as store, progress_bar(quiet=as_json) as bar:
+        # The bar's total is counted first (a scan); with --json there is no bar and no scan.
+        due = None if bar.disable else sum(
+            1 for info in store.records() if info.expires + grace <= now
+        )
+        task = bar.add_task("purging", total=due)
         # Terminates: with ``now`` fixed the purgeable set only shrinks.
         while True:
             deleted = store.purge(now=now, grace=grace, limit=batch)
             total, batches = total + deleted, batches + 1
+            bar.update(task, advance=deleted)
             if deleted < batch:
                 break
     if as_json:
@@ -373,6 +462,71 @@ def purge(settings: Settings, grace: float, batch: int, as_json: bool) -> None:
     else:
         records = "record" if total == 1 else "records"
         click.echo(f"purged {total} {records} expired more than {grace:g}s ago from {store.url}")
+
+
+# -- copy -----------------------------------------------------------------------
+
+
+@click.command("copy")
+@click.option("--from", "source_url", metavar="URL", required=True, help="The store to copy.")
+@click.option(
+    "--to", "target_url", metavar="URL", required=True,
+    help="The store to fill (created if need be).",
+)
+@click.option("--app-id", help="Only this application (default: every one).")
+@click.option(
+    "--max-passes", default=10, show_default=True, type=click.IntRange(min=1),
+    help="Passes before giving up on a store that never goes quiet.",
+)
+@json_option
+@click.pass_obj
+def copy(
+    settings: Settings,
+    source_url: str,
+    target_url: str,
+    app_id: str | None,
+    max_passes: int,
+    as_json: bool,
+) -> None:
+    """Copy every live session and tombstone to another store, safe while the app serves.
+
+    Runs passes until one copies nothing: a session changed during the copy
+    is copied again and ends up with its newest version on the target. A
+    record the application already wrote on the target is kept. Switch the
+    application to the target, then run the copy once more to bring over
+    what changed on the source in between.
+    """
+    if source_url == target_url:
+        raise BadInput("--from and --to name the same store; give two stores")
+    chosen = app_id if app_id is not None else settings.app_id
+    source_settings = Settings(store_url=source_url, app_id=chosen)
+    target_settings = Settings(store_url=target_url, app_id=chosen)
+    with (
+        source_settings.store() as source,
+        target_settings.store(create=True) as target,
+        progress_bar(quiet=as_json) as bar,
+    ):
+        task = bar.add_task("copying", total=None)
+
+        def on_pass(number: int, records: int) -> None:
+            bar.reset(task, total=records, description=f"copying, pass {number}")
+
+        report = copy_records(
+            source, target, app_id=chosen, max_passes=max_passes,
+            on_pass=on_pass, on_record=lambda: bar.advance(task),
+        )  # fmt: skip
+    if as_json:
+        emit_json({"from": source.url, "to": target.url, **{
+            name: getattr(report, name) for name in report.__dataclass_fields__
+        }})  # fmt: skip
+        return
+    click.echo(
+        f"copied {plural(report.copied, 'session')} and {plural(report.ended, 'tombstone')} "
+        f"from {source.url} to {target.url} in {plural(report.passes, 'pass', 'passes')}"
+        + (f"; kept {report.target_newer} newer on the target" if report.target_newer else "")
+    )
+    if not report.settled:
+        click.echo(f"the source kept changing for {max_passes} passes: run shoal copy again")
 
 
 # -- migrate --------------------------------------------------------------------
@@ -414,12 +568,17 @@ class AppStats:
     bytes: int = 0
     oldest_access: float | None = None  # of live sessions
     newest_access: float | None = None
+    expiring_soon: int = 0  # live sessions that end within ``soon`` seconds
+    sizes: list[int] = field(default_factory=list)  # of live sessions
 
-    def add(self, info: RecordInfo, now: float) -> None:
+    def add(self, info: RecordInfo, now: float, soon: float) -> None:
         state = state_of(info, now)
         setattr(self, state, getattr(self, state) + 1)
         self.bytes += info.size
         if state == "live":
+            self.sizes.append(info.size)
+            if info.expires <= now + soon:
+                self.expiring_soon += 1
             seen = info.accessed
             if self.oldest_access is None or seen < self.oldest_access:
                 self.oldest_access = seen
@@ -427,45 +586,73 @@ class AppStats:
                 self.newest_access = seen
 
 
+def size_distribution(sizes: list[int]) -> dict[str, int | None]:
+    """Nearest-rank percentiles of session sizes in bytes (None without sessions)."""
+    ordered = sorted(sizes)
+
+    def rank(p: float) -> int | None:
+        return ordered[max(0, math.ceil(p * len(ordered)) - 1)] if ordered else None
+
+    return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99),
+            "max": ordered[-1] if ordered else None}  # fmt: skip
+
+
+def _size_or_blank(size: int | None) -> str:
+    return "" if size is None else human_size(size)
+
+
 @click.command("stats")
 @store_options
+@click.option(
+    "--soon", default=300.0, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds within which a live session counts as expiring soon.",
+)
 @json_option
 @click.pass_obj
-def stats(settings: Settings, as_json: bool) -> None:
+def stats(settings: Settings, soon: float, as_json: bool) -> None:
     """Session counts and sizes per application.
 
-    Live, expired (awaiting purge) and invalidated records, their bytes, and
-    the oldest and newest access of the live ones.
+    Live, expired (awaiting purge) and invalidated records, their bytes, the
+    size distribution of the live ones (median, 90th and 99th percentile,
+    largest), how many expire within --soon seconds, and the oldest and
+    newest access.
     """
     now = time.time()
     per_app: dict[str, AppStats] = {}
     with settings.store() as store:
-        for info in store.records(settings.app_id):
-            if is_pointer(info.key):  # a rotated id's pointer (shoal._rotation), no session
-                continue
+        for info in _session_records(store, settings.app_id):
             app = info.key.app_id
-            per_app.setdefault(app, AppStats(app)).add(info, now)
+            per_app.setdefault(app, AppStats(app)).add(info, now, soon)
     rows = [per_app[app] for app in sorted(per_app)]
     if as_json:
-        emit_json(rows)  # orjson serialises dataclasses
+        out = []
+        for row in rows:
+            data = {name: getattr(row, name) for name in AppStats.__dataclass_fields__}
+            data["size_distribution"] = size_distribution(data.pop("sizes"))
+            data["soon"] = soon
+            out.append(data)
+        emit_json(out)
         return
-    table = new_table(caption=store.url)
+    table = new_table(caption=f"{store.url}; soon: within {soon:g}s")
     table.add_column("app")
-    for name in ("live", "expired", "invalidated", "size"):
+    for name in ("live", "expired", "invalidated", "size", "p50", "p90", "max", "soon"):
         table.add_column(name, justify="right")
     table.add_column("oldest access")
     table.add_column("newest access")
     for row in rows:
+        dist = size_distribution(row.sizes)
         table.add_row(
             row.app_id,
             str(row.live),
             str(row.expired),
             str(row.invalidated),
             human_size(row.bytes),
+            *(_size_or_blank(dist[k]) for k in ("p50", "p90", "max")),
+            str(row.expiring_soon),
             relative(row.oldest_access, now) if row.oldest_access is not None else "",
             relative(row.newest_access, now) if row.newest_access is not None else "",
         )
     new_console().print(table)
 
 
-COMMANDS = (ls, show, rm, purge, stats, migrate)
+COMMANDS = (ls, show, rm, kill, purge, stats, copy, migrate)
