@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -44,6 +44,7 @@ from redis.sentinel import Sentinel
 
 from ..errors import ConfigError, StoreUnavailable
 from . import _lua
+from ._redis_lane import Lane
 from ._url import boolean, host_ports, mask_url, query_options, split_url, url_scheme
 from .base import (
     ApplyResult,
@@ -199,7 +200,7 @@ class RedisStore:
         else:
             self._make = client
         self._cluster = cluster
-        self._ready: tuple[Client, _Scripts] | None = None
+        self._ready: tuple[Client, _Scripts, Lane | None] | None = None
         self._lock = threading.Lock()
         self._on_close = on_close
         # Sharded pub/sub keeps a Cluster's lock notifications on the slot's
@@ -244,16 +245,31 @@ class RedisStore:
     def _key(self, key: RecordKey) -> str:
         return f"{self.prefix}{{{key.app_id}:{key.id_hash}}}"
 
-    def _conn(self) -> tuple[Client, _Scripts]:
-        """The client and its scripts, made on first use."""
+    def _conn(self) -> tuple[Client, _Scripts, Lane | None]:
+        """The client, its scripts and its lane (None on a Cluster), made on first use.
+
+        The lane sends the session commands on the client's own pooled
+        connections (see ``_redis_lane``). A Cluster client keeps its
+        ``execute_command``: it routes each key to its slot's node and
+        follows MOVED/ASK, which a single pool cannot.
+        """
         ready = self._ready
         if ready is None:
             with self._lock:
                 if self._ready is None:
                     client = self._make()
-                    self._ready = (client, _Scripts(client))
+                    pool = None if self._cluster else getattr(client, "connection_pool", None)
+                    lane = None if pool is None else Lane(pool)
+                    self._ready = (client, _Scripts(client), lane)
                 ready = self._ready
         return ready
+
+    def _pool_client(self) -> Client:
+        """The client, for calls that use its pool directly (pub/sub, pipelines, SCAN)."""
+        client, _scripts, lane = self._conn()
+        if lane is not None:
+            lane.give_back()  # so the lane's idle connections cannot starve the pool
+        return client
 
     def _call(self, do: Callable[[], T], *, idempotent: bool = False) -> T:
         """Run one store call; redis errors become StoreUnavailable.
@@ -264,10 +280,12 @@ class RedisStore:
         """
         try:
             return do()  # the fast path: no retry machinery unless needed
-        except RedisConnectionError as exc:
-            if not (idempotent and self._retries):
-                raise self._unavailable(exc) from exc
         except _ERRORS as exc:
+            return self._retried(do, exc, idempotent)
+
+    def _retried(self, do: Callable[[], T], exc: BaseException, idempotent: bool) -> T:
+        """After ``do``'s first attempt failed with ``exc``: retry it, or raise."""
+        if not (isinstance(exc, RedisConnectionError) and idempotent and self._retries):
             raise self._unavailable(exc) from exc
         try:
             return self._retry.call_with_retry(do, lambda _error: None)
@@ -306,17 +324,59 @@ class RedisStore:
         idempotent: bool = False,
     ) -> Any:
         """One EVALSHA of the script ``pick`` chooses: one round trip."""
+        ready = self._ready
+        if ready is None or ready[2] is None:  # not connected yet, or a Cluster
+            return self._call(lambda: self._evalsha(pick, key, args), idempotent=idempotent)
+        # The lane's first attempt, without closures (measured: a few us a
+        # call on a request's cold path). A failure goes on where _call would
+        # after a first attempt, so attempts and retries count the same.
+        script = pick(ready[1])
+        lane = ready[2]
+        try:
+            return lane.call("EVALSHA", script.sha, 1, key, *args)
+        except NoScriptError:  # once per server (and after SCRIPT FLUSH)
+            return self._call(lambda: self._load_script(script, key, args), idempotent=idempotent)
+        except _ERRORS as exc:
+            return self._retried(lambda: self._evalsha(pick, key, args), exc, idempotent)
 
-        def run() -> Any:
-            script = pick(self._conn()[1])
+    def _evalsha(self, pick: Callable[[_Scripts], Script], key: str, args: Sequence[Any]) -> Any:
+        _client, scripts, lane = self._conn()
+        script = pick(scripts)
+        if lane is None:
             try:
                 # EVALSHA directly: Script.__call__ rebuilds its argument
                 # tuples on every call (measured: ~4 us a call here).
                 return script.registered_client.evalsha(script.sha, 1, key, *args)
             except NoScriptError:
                 return script(keys=[key], args=args)  # loads it, then EVALSHA again
+        try:
+            return lane.call("EVALSHA", script.sha, 1, key, *args)
+        except NoScriptError:
+            return self._load_script(script, key, args)
 
-        return self._call(run, idempotent=idempotent)
+    def _load_script(self, script: Script, key: str, args: Sequence[Any]) -> Any:
+        """SCRIPT LOAD on the lane's server, then the EVALSHA the server did not know."""
+        lane = self._conn()[2]
+        assert lane is not None
+        lane.call("SCRIPT", "LOAD", script.script)
+        return lane.call("EVALSHA", script.sha, 1, key, *args)
+
+    def _hgetall(self, key: str) -> dict[bytes, bytes]:
+        """The record hash's fields (empty when absent): one HGETALL, one round trip."""
+        ready = self._ready
+        if ready is None or ready[2] is None:
+            return self._call(lambda: self._hgetall_once(key), idempotent=True)
+        try:  # the lane's first attempt, without closures (see _run)
+            return _fields(ready[2].call("HGETALL", key))
+        except _ERRORS as exc:
+            return self._retried(lambda: self._hgetall_once(key), exc, True)
+
+    def _hgetall_once(self, key: str) -> dict[bytes, bytes]:
+        client, _scripts, lane = self._conn()
+        if lane is None:
+            found: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+            return found  # the Cluster client routes by key
+        return _fields(lane.call("HGETALL", key))
 
     # -- the contract -------------------------------------------------------
 
@@ -328,6 +388,23 @@ class RedisStore:
         touch: Touch | None = None,
         lock: LockRequest | None = None,
     ) -> LoadResult:
+        name = self._key(key)
+        if lock is None:
+            # No lease to take: a plain HGETALL, the checks here. Rejected:
+            # the LOAD script for every read, whose HGETALL inside Lua cost
+            # ~45 us of server time a request (docs/benchmarks.md). A touch
+            # that is due (once per touch interval) costs the script after
+            # all, which re-checks everything atomically.
+            found = self._hgetall(name)
+            if not found:
+                return _ABSENT
+            meta, fields, versions = _split(found.items())
+            if b"inv" in meta:
+                return _INVALIDATED
+            if float(meta[b"exp"]) <= now:
+                return _EXPIRED
+            if touch is None or not float(meta[b"acc"]) < touch.if_accessed_before:
+                return LoadResult(LoadStatus.LOADED, _made(meta, fields, versions))
         args = [
             _num(now),
             "0" if touch is None else "1",
@@ -340,7 +417,7 @@ class RedisStore:
         ]
         # Idempotent even with a touch and a lease: a repeat with the same
         # ``now`` finds the touch done and the lease its own (re-entrant).
-        reply = self._run(lambda s: s.load, self._key(key), args, idempotent=True)
+        reply = self._run(lambda s: s.load, name, args, idempotent=True)
         status = reply[0]
         if status == b"loaded":
             return LoadResult(LoadStatus.LOADED, _record(reply[1]))
@@ -440,7 +517,7 @@ class RedisStore:
                     pubsub.subscribe(channel)
                 if not _next_message(pubsub, kinds, deadline):
                     return
-                if not self._call(lambda: self._conn()[0].hexists(name, "lt"), idempotent=True):
+                if not self._call(lambda: self._pool_client().hexists(name, "lt"), idempotent=True):
                     return  # freed meanwhile
                 _next_message(pubsub, ("message", "smessage"), deadline)
             finally:
@@ -450,7 +527,7 @@ class RedisStore:
 
     def _pubsub_for(self, channel: str) -> PubSub:
         """A pub/sub on the node that serves ``channel`` (any node for classic pub/sub)."""
-        client: Any = self._conn()[0]  # redis-py leaves these cluster calls untyped
+        client: Any = self._pool_client()  # redis-py leaves these cluster calls untyped
         if self._cluster:
             client = client.get_redis_connection(client.get_node_from_key(channel))
         pubsub: PubSub = client.pubsub()
@@ -458,7 +535,7 @@ class RedisStore:
 
     def _scan_clients(self) -> list[redis.Redis]:
         """One client per server to SCAN: the server, or every Cluster master."""
-        client: Any = self._conn()[0]
+        client: Any = self._pool_client()
         if self._cluster:
             return [client.get_redis_connection(node) for node in client.get_primaries()]
         return [client]
@@ -483,6 +560,7 @@ class RedisStore:
         """One round trip of ``queue(pipe, key)`` per key; per-key errors are returned."""
 
         def run() -> list[Any]:
+            self._pool_client()  # the lane's idle connections back to the pool
             pipe = client.pipeline(transaction=False)
             for k in keys:
                 queue(pipe, k)
@@ -590,6 +668,8 @@ class RedisStore:
             ready, self._ready = self._ready, None
         try:
             if ready is not None:
+                if ready[2] is not None:
+                    ready[2].give_back()
                 ready[0].close()
             if self._on_close is not None:
                 self._on_close()
@@ -600,12 +680,27 @@ class RedisStore:
 # -- replies -----------------------------------------------------------------
 
 
-def _record(flat: list[bytes]) -> Record:
-    """A Record from a record hash's HGETALL (lease fields are not part of it)."""
+def _fields(reply: Any) -> dict[bytes, bytes]:
+    """An HGETALL reply as a dict: RESP3 (redis-py's default) sends a map, RESP2 a list."""
+    if isinstance(reply, dict):
+        return reply
+    it = iter(reply)
+    return dict(zip(it, it))
+
+
+_ABSENT = LoadResult(LoadStatus.ABSENT)
+_INVALIDATED = LoadResult(LoadStatus.INVALIDATED)
+_EXPIRED = LoadResult(LoadStatus.EXPIRED)
+
+
+def _split(
+    pairs: Iterable[tuple[bytes, bytes]],
+) -> tuple[dict[bytes, bytes], dict[str, bytes], dict[str, int]]:
+    """A record hash's (name, value) pairs as (meta fields, session values, their versions)."""
     stored: dict[bytes, bytes] = {}
     fields: dict[str, bytes] = {}
     versions: dict[str, int] = {}
-    for name, value in zip(flat[::2], flat[1::2]):
+    for name, value in pairs:
         head = name[:2]
         if head == b"f:":
             fields[name[2:].decode()] = value
@@ -613,6 +708,16 @@ def _record(flat: list[bytes]) -> Record:
             versions[name[2:].decode()] = int(value)
         else:
             stored[name] = value
+    return stored, fields, versions
+
+
+def _record(flat: list[bytes]) -> Record:
+    """A Record from a script's HGETALL (lease fields are not part of it)."""
+    it = iter(flat)
+    return _made(*_split(zip(it, it)))
+
+
+def _made(stored: dict[bytes, bytes], fields: dict[str, bytes], versions: dict[str, int]) -> Record:
     return Record(
         version=int(stored[b"ver"]),
         created=float(stored[b"ctd"]),
