@@ -52,7 +52,7 @@ pre{margin:.4rem 0 0;padding:.5rem;background:#f3f5f8;border-radius:.3rem;overfl
 #error{color:#b3402a;min-height:1.2em;margin:0}
 #events{margin:0;padding:0;list-style:none;font:.8rem/1.5 ui-monospace,monospace;
   max-height:16rem;overflow:auto}
-#events li{border-bottom:1px solid #e3e7ec;white-space:nowrap}
+#events li{border-bottom:1px solid #e3e7ec;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 #events .invalidated,#events .expired,#events .conflict{color:#b3402a}
 #events .created,#events .restored{color:#1d7a35}
 .node,.kept,.state{white-space:nowrap}
