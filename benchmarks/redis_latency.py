@@ -27,7 +27,9 @@ variants are interleaved request by request (see ``_timing.interleave``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ import redis  # noqa: E402
 from redis.connection import AbstractConnection  # noqa: E402
 from redis.utils import HIREDIS_AVAILABLE  # noqa: E402
 
+from benchmarks import _peers  # noqa: E402
 from benchmarks._timing import (  # noqa: E402
     PAYLOAD,
     SESSION,
@@ -104,81 +107,16 @@ def shoal(url: str, policy: str, *, change: bool = True) -> Request:
 
 
 def beaker(url: str) -> Request:
-    from beaker.session import Session  # type: ignore[import-untyped,unused-ignore]
-
-    options = {"type": "ext:redis", "url": url, "use_cookies": False}
-    first = Session({}, **options)
-    first.update(SESSION)
-    first.save()
-    sid = first.id
-
-    def request(i: int) -> None:
-        session = Session({}, id=sid, **options)
-        session["visits"] = i
-        session.save()
-
-    return request
+    return _peers.beaker({"type": "ext:redis", "url": url})
 
 
 def flask_session(url: str) -> Request:
-    from flask import Flask
-    from flask_session import Session  # type: ignore[import-untyped,unused-ignore]
-
-    app = Flask("bench")
-    app.config.update(
-        SECRET_KEY="bench" * 8, SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(url)
-    )
-    Session(app)
-    interface = app.session_interface
-    with app.test_request_context():
-        from flask import request as current
-
-        first = interface.open_session(app, current)
-        assert first is not None
-        first.update(SESSION)
-        response = app.response_class()
-        interface.save_session(app, first, response)
-        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
-    context = app.test_request_context(headers={"Cookie": cookie})
-    context.push()  # one prepared request, so only the session work is timed
-    prepared = context.request
-    response = app.response_class()
-
-    def request(i: int) -> None:
-        session = interface.open_session(app, prepared)
-        assert session is not None
-        session["visits"] = i
-        interface.save_session(app, session, response)
-
-    return request
+    return _peers.flask_session({"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(url)})
 
 
 def django_cache(url: str) -> Request:
-    import django  # type: ignore[import-untyped,unused-ignore]
-    from django.conf import settings  # type: ignore[import-untyped,unused-ignore]
-
-    settings.configure(
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                            "LOCATION": url}},
-        INSTALLED_APPS=["django.contrib.sessions"],
-        SECRET_KEY="bench-" + "k" * 50,
-        SESSION_ENGINE="django.contrib.sessions.backends.cache",
-        USE_TZ=True,
-    )  # fmt: skip
-    django.setup()
-    from django.contrib.sessions.backends.cache import SessionStore  # type: ignore[import-untyped,unused-ignore]
-
-    first = SessionStore()
-    first.update(SESSION)
-    first.save()
-    key = first.session_key
-
-    def request(i: int) -> None:
-        session = SessionStore(key)
-        session["visits"] = i  # loads (one GET), then marks it modified
-        session.save()
-
-    return request
+    sqlite_path = os.path.join(tempfile.mkdtemp(prefix="shoal-bench-"), "django.db")
+    return _peers.DjangoPeer(sqlite_path, None, url).request("cache")
 
 
 PEERS: dict[str, Callable[[str], Request]] = {

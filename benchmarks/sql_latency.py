@@ -39,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import _peers  # noqa: E402
 from benchmarks._timing import (  # noqa: E402
     PAYLOAD,
     SESSION,
@@ -182,61 +183,12 @@ def count_sqlite_statements(store: SQLiteStore) -> None:
 # -- Django ------------------------------------------------------------------------
 
 
-class DjangoPeer:
-    """Django's db session backend, on the database alias chosen by ``use()``."""
+class DjangoPeer(_peers.DjangoPeer):
+    """Django's db session backend, on the database alias chosen by ``request_on()``,
+    its queries counted per request."""
 
     def __init__(self, sqlite_path: str, pg_url: str | None) -> None:
-        import django  # type: ignore[import-untyped,unused-ignore]
-        from django.conf import settings  # type: ignore[import-untyped,unused-ignore]
-
-        databases: dict[str, Any] = {
-            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_path},
-        }
-        if pg_url is not None:
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(pg_url)
-            databases["pg"] = {
-                "ENGINE": "django.db.backends.postgresql",
-                "NAME": parts.path.lstrip("/"),
-                "USER": parts.username or "",
-                "PASSWORD": parts.password or "",
-                "HOST": parts.hostname or "",
-                "PORT": str(parts.port or 5432),
-                "CONN_MAX_AGE": None,
-            }
-        self.alias = "default"
-        peer = self
-
-        class Router:
-            def db_for_read(self, model: Any, **hints: Any) -> str:
-                return peer.alias
-
-            def db_for_write(self, model: Any, **hints: Any) -> str:
-                return peer.alias
-
-            def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool:
-                return True
-
-        settings.configure(
-            DATABASES=databases,
-            DATABASE_ROUTERS=[Router()],
-            INSTALLED_APPS=["django.contrib.sessions"],
-            SECRET_KEY="bench-" + "k" * 50,
-            SESSION_ENGINE="django.contrib.sessions.backends.db",
-            USE_TZ=True,
-        )
-        django.setup()
-        from django.core.management import call_command  # type: ignore[import-untyped,unused-ignore]
-
-        for alias in databases:
-            call_command("migrate", database=alias, verbosity=0)
-        if "default" in databases:
-            from django.db import connections  # type: ignore[import-untyped,unused-ignore]
-
-            with connections["default"].cursor() as cursor:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
+        super().__init__(sqlite_path, pg_url, None)
 
     def request_on(self, alias: str) -> Callable[[int], None]:
         from django.contrib.sessions.backends.db import SessionStore  # type: ignore[import-untyped,unused-ignore]
