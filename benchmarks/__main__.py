@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure nothing: report (and chart) a --json file again")  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json:
-        out = json.loads(args.from_json.read_text())
-        return _report(out, args)
+        return _report(json.loads(args.from_json.read_text()), args)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     requests, rounds, lost_requests, sessions, doomed = SIZES[mode]
     doomed = args.purge_sessions or doomed

@@ -106,6 +106,7 @@ def _flask_session(config: dict[str, Any]) -> tuple[Bump, Final, Callable[[], No
         from flask import request as current
 
         first = interface.open_session(app, current)
+        assert first is not None
         first["n"] = 0
         response = app.response_class()
         interface.save_session(app, first, response)
@@ -114,6 +115,7 @@ def _flask_session(config: dict[str, Any]) -> tuple[Bump, Final, Callable[[], No
     def one(fill: Callable[[Any], None] | None) -> dict[str, Any]:
         with app.test_request_context(headers={"Cookie": cookie}) as context:
             session = interface.open_session(app, context.request)
+            assert session is not None
             if fill is not None:
                 fill(session)
                 interface.save_session(app, session, app.response_class())

@@ -115,13 +115,20 @@ def floor_memory() -> Request:
     return request
 
 
-def floor_sqlite(path: str, synchronous: str) -> tuple[Request, Callable[[], None]]:
-    """One SELECT and one UPSERT of the same bytes by key, WAL, ``synchronous`` as given."""
+def floor_sqlite(
+    path: str, synchronous: str, on_connect: Callable[[Any], None] | None = None
+) -> tuple[Request, Callable[[], None]]:
+    """One SELECT and one UPSERT of the same bytes by key, WAL, ``synchronous`` as given.
+
+    ``on_connect`` sees the connection before the table is made (a statement counter).
+    """
     import sqlite3
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
+    if on_connect is not None:
+        on_connect(conn)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS floor (app_id TEXT, id_hash TEXT, data BLOB NOT NULL,"
         " PRIMARY KEY (app_id, id_hash)) WITHOUT ROWID"

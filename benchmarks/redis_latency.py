@@ -87,23 +87,7 @@ def floor(url: str) -> Request:
 def shoal(url: str, policy: str, *, change: bool = True) -> Request:
     # touch_interval as the default (60 s): no request here is due a touch.
     manager = SessionManager(open_store(url), app_id=f"bench{uuid.uuid4().hex[:6]}", policy=policy)
-    with manager.open() as session:
-        session.update(SESSION)
-    sid = session.id
-
-    if not change:
-
-        def read(i: int) -> None:
-            with manager.open(sid) as session:
-                assert session["theme"] == "dark"
-
-        return read
-
-    def request(i: int) -> None:
-        with manager.open(sid) as session:
-            session["visits"] = i
-
-    return request
+    return _peers.shoal_request(manager, change=change)
 
 
 def beaker(url: str) -> Request:

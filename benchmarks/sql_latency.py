@@ -142,27 +142,7 @@ def pg_floor(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
 
 
 def sqlite_floor(path: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    count_statements(conn)
-    conn.execute(
-        "CREATE TABLE floor (app_id TEXT, id_hash TEXT, data BLOB NOT NULL,"
-        " PRIMARY KEY (app_id, id_hash)) WITHOUT ROWID"
-    )
-    key = ("bench", "f" * 64)
-    upsert = (
-        "INSERT INTO floor (app_id, id_hash, data) VALUES (?, ?, ?)"
-        " ON CONFLICT (app_id, id_hash) DO UPDATE SET data = excluded.data"
-    )
-    conn.execute(upsert, (*key, PAYLOAD))
-
-    def request(i: int) -> None:
-        row = conn.execute("SELECT data FROM floor WHERE app_id = ? AND id_hash = ?", key)
-        data = row.fetchone()[0]
-        conn.execute(upsert, (*key, data[:-4] + i.to_bytes(4, "big")))
-
-    return request, conn.close
+    return _peers.floor_sqlite(path, "NORMAL", on_connect=count_statements)
 
 
 def count_statements(conn: sqlite3.Connection) -> None:
