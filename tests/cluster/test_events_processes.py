@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,45 @@ def test_shoal_purge_from_cron_announces_expired_to_the_app_nodes(
 def _env() -> dict[str, str]:
     """The environment of a subprocess that must import this tree's shoal."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logout_everywhere_ends_what_another_process_serves_from_its_near_cache(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, app_id: str
+) -> None:
+    """Node b (own process, near cache) serves ann's sessions with no store call;
+    ``invalidate_all`` here ends them there on b's very next open: no stale hit,
+    though b's entries would stay fresh by age for an hour."""
+    url = STORE_KINDS[kind](request, tmp_path)
+    a = SessionManager(url, app_id=app_id, node_id="a", events=True, near_cache=100)
+    try:
+        sids = []
+        for device in ("laptop", "phone"):
+            with a.open() as session:
+                session["device"] = device
+                session.principal = "ann"
+            sids.append(session.id)
+        with listening_nodes(url, app_id, ["b"], "tests.cluster._cache_node") as (b,):
+            for sid in sids:
+                first = b.ask({"open": sid}, "opened")
+                assert not first["new"] and first["calls"] >= 1  # from the store, now cached
+                hit = b.ask({"open": sid}, "opened")
+                assert hit["values"] == first["values"] and hit["calls"] == 0  # a hit: no call
+            hits = hit["hits"]
+            assert hits == 2
+            assert a.invalidate_all("ann") == 2
+            refs = [session_ref(hash_id(sid)) for sid in sids]
+            for ref in refs:  # delivered: the entry was dropped before the listener ran
+
+                def ended(line: dict[str, Any], ref: str = ref) -> bool:
+                    heard = line.get("heard", {})
+                    return bool(heard.get("event") == "invalidated" and heard["ref"] == ref)
+
+                b.wait_for(ended, timeout=20)
+            for sid in sids:
+                after = b.ask({"open": sid}, "opened")
+                assert after["new"] and "device" not in after["values"]
+                assert after["calls"] >= 1 and after["hits"] == hits  # no stale hit
+            assert {h["principal"] for h in b.heard("invalidated")} == {"ann"}
+    finally:
+        a.close()
