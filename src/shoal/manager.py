@@ -22,6 +22,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from . import _rotation
 from ._settings import check_manager_settings, size_limit
 from .clock import Clock, system_clock
+from .cluster.expiry import purge_announcing
 from .cluster.hub import Hub
 from .cluster.listeners import Listener
 from .cluster.metrics import metrics_for
@@ -908,19 +909,14 @@ class SessionManager:
         ``purge_ended`` returns what it deleted in the same atomic step and
         each of this app's sessions is announced once, from this node.
         """
-        now = self.clock()
-        purge_ended = getattr(self.store, "purge_ended", None)
-        if purge_ended is None or not self._hub.active:
-            return self.store.purge(now=now, grace=self.grace, limit=limit)
-        ended = purge_ended(now=now, grace=self.grace, limit=limit)
-        for record in ended:
-            if (
-                record.key.app_id == self.app_id
-                and not record.invalidated
-                and not record.key.id_hash.startswith(_rotation.POINTER_PREFIX)
-            ):
-                self._emit("expired", None, record.key.id_hash, fields=record.fields)
-        return len(ended)
+        return purge_announcing(
+            self.store, now=self.clock(), grace=self.grace, limit=limit,
+            hub_for=self._expiry_hub if self._hub.active else None,
+        )  # fmt: skip
+
+    def _expiry_hub(self, app_id: str) -> Hub | None:
+        """This manager's hub announces its own app's expired sessions, no other's."""
+        return self._hub if app_id == self.app_id else None
 
     def close(self) -> None:
         self._hub.close()

@@ -270,7 +270,9 @@ def test_purge_runs_in_bounded_batches(url: str) -> None:
         key = RecordKey("shop", f"{n:064x}")
         store.create(key, NewRecord(old, old + IDLE, old + 3600), now=old)
     store.close()
-    assert run_json(url, "purge", "--batch", "2") == {"purged": 5, "batches": 3, "grace": 120.0}
+    assert run_json(url, "purge", "--batch", "2") == {
+        "purged": 5, "batches": 3, "grace": 120.0, "announced": 5,
+    }  # fmt: skip
     assert run_json(url, "ls", "--all") == []
 
 

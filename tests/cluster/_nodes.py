@@ -25,11 +25,13 @@ WAIT = 30.0
 class Node:
     """One listening process; ``lines`` collects its JSON lines as they come."""
 
-    def __init__(self, url: str, app_id: str, node_id: str) -> None:
+    def __init__(
+        self, url: str, app_id: str, node_id: str, module: str = "tests.cluster._node"
+    ) -> None:
         self.node_id = node_id
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster._node", url, app_id, node_id],
+            [sys.executable, "-m", module, url, app_id, node_id],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )  # fmt: skip
         self.lines: list[dict[str, Any]] = []
@@ -57,6 +59,22 @@ class Node:
                 break
         raise AssertionError(f"node {self.node_id} never saw it; it saw {self.lines}")
 
+    def send(self, command: dict[str, Any]) -> None:
+        """One JSON command on the node's stdin (``_cache_node.py``)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def ask(self, command: dict[str, Any], key: str, timeout: float = WAIT) -> dict[str, Any]:
+        """Send ``command`` and return the next line that has ``key`` (the answer)."""
+        def answers() -> list[dict[str, Any]]:
+            return [line for line in list(self.lines) if key in line]
+
+        before = len(answers())
+        self.send(command)
+        self.wait_for(lambda _line: len(answers()) > before, timeout)
+        return answers()[before]
+
     def heard(self, event: str, ref: str | None = None) -> list[dict[str, Any]]:
         return [
             line["heard"] for line in list(self.lines)
@@ -78,8 +96,10 @@ class Node:
 
 
 @contextmanager
-def listening_nodes(url: str, app_id: str, names: list[str]) -> Iterator[list[Node]]:
-    nodes = [Node(url, app_id, name) for name in names]
+def listening_nodes(
+    url: str, app_id: str, names: list[str], module: str = "tests.cluster._node"
+) -> Iterator[list[Node]]:
+    nodes = [Node(url, app_id, name, module) for name in names]
     try:
         for node in nodes:
             name = node.node_id

@@ -8,7 +8,13 @@ another node, also when the session ends by purge (expiry).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +22,7 @@ from shoal import ManualClock, SessionManager
 from shoal.ids import hash_id, session_ref
 from tests.conftest import STORE_KINDS
 
-from ._nodes import listening_nodes
+from ._nodes import ROOT, listening_nodes
 
 KINDS = ["sqlite", "redis", "redis-cluster", "postgresql"]
 
@@ -102,3 +108,96 @@ def test_a_listener_deletes_the_files_of_a_session_logged_out_on_another_node(
             assert not upload.exists()
         finally:
             a.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shoal_purge_from_cron_announces_expired_to_the_app_nodes(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, app_id: str
+) -> None:
+    """``shoal purge`` (its own process and node) announces each ended session once,
+    with its values: the app node's file-deleting listener removes its files."""
+    url = STORE_KINDS[kind](request, tmp_path)
+    files = [tmp_path / "report.pdf", tmp_path / "photo.jpg"]
+    for f in files:
+        f.write_bytes(b"x")
+    # Written 1000 s ago with a 60 s idle timeout: long expired for the real clock
+    # the CLI reads (native TTLs are relative, so Redis keeps it meanwhile).
+    writer = SessionManager(
+        url, app_id=app_id, clock=ManualClock(start=time.time() - 1000),
+        idle_timeout=60, touch_interval=30, absolute_timeout=120,
+    )
+    try:
+        with writer.open() as session:
+            session["files"] = [str(f) for f in files]
+        with writer.open() as other:
+            other["files"] = []
+        with writer.open() as gone:  # logged out earlier: purged, not announced again
+            gone["files"] = []
+        with writer.open(gone.id) as again:
+            again.invalidate()
+    finally:
+        writer.close()
+    ref = session_ref(hash_id(session.id))
+    with listening_nodes(url, app_id, ["b"]) as (b,):
+        purged = subprocess.run(
+            [sys.executable, "-m", "shoal.cli", "--store", url, "purge", "--grace", "10",
+             "--node-id", "cron", "--json"],
+            capture_output=True, text=True, timeout=60, env=_env(), cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert purged.returncode == 0, purged.stderr
+        result = json.loads(purged.stdout)
+        assert result["purged"] == 3 and result["announced"] == 2
+        b.wait_for(lambda line: line.get("deleted") == str(files[-1]), timeout=20)
+        assert not any(f.exists() for f in files)
+        other_ref = session_ref(hash_id(other.id))
+        b.wait_for(lambda line: line.get("heard", {}).get("ref") == other_ref, timeout=20)
+        expired = b.heard("expired")
+        assert sorted(h["ref"] for h in expired) == sorted([ref, other_ref])
+        assert {h["node_id"] for h in expired} == {"cron"}
+
+
+def _env() -> dict[str, str]:
+    """The environment of a subprocess that must import this tree's shoal."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logout_everywhere_ends_what_another_process_serves_from_its_near_cache(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, app_id: str
+) -> None:
+    """Node b (own process, near cache) serves ann's sessions with no store call;
+    ``invalidate_all`` here ends them there on b's very next open: no stale hit,
+    though b's entries would stay fresh by age for an hour."""
+    url = STORE_KINDS[kind](request, tmp_path)
+    a = SessionManager(url, app_id=app_id, node_id="a", events=True, near_cache=100)
+    try:
+        sids = []
+        for device in ("laptop", "phone"):
+            with a.open() as session:
+                session["device"] = device
+                session.principal = "ann"
+            sids.append(session.id)
+        with listening_nodes(url, app_id, ["b"], "tests.cluster._cache_node") as (b,):
+            for sid in sids:
+                first = b.ask({"open": sid}, "opened")
+                assert not first["new"] and first["calls"] >= 1  # from the store, now cached
+                hit = b.ask({"open": sid}, "opened")
+                assert hit["values"] == first["values"] and hit["calls"] == 0  # a hit: no call
+            hits = hit["hits"]
+            assert hits == 2
+            assert a.invalidate_all("ann") == 2
+            refs = [session_ref(hash_id(sid)) for sid in sids]
+            for ref in refs:  # delivered: the entry was dropped before the listener ran
+
+                def ended(line: dict[str, Any], ref: str = ref) -> bool:
+                    heard = line.get("heard", {})
+                    return bool(heard.get("event") == "invalidated" and heard["ref"] == ref)
+
+                b.wait_for(ended, timeout=20)
+            for sid in sids:
+                after = b.ask({"open": sid}, "opened")
+                assert after["new"] and "device" not in after["values"]
+                assert after["calls"] >= 1 and after["hits"] == hits  # no stale hit
+            assert {h["principal"] for h in b.heard("invalidated")} == {"ann"}
+    finally:
+        a.close()

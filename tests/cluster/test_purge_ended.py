@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from shoal import ManualClock, SessionManager
+from shoal.cluster import Event
 from shoal.stores import open_store
 from shoal.stores.base import NewRecord, RecordKey
 from tests.conftest import STORE_KINDS
 
-KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgresql"]
+KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgresql", "mysql"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -41,3 +43,32 @@ def test_purge_ended_returns_the_deleted_records(
         assert purge_ended(now=now + 25, grace=1, limit=10) == []  # deleted for good
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+def test_a_listener_gets_the_values_of_a_session_purged_on_a_server_store(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, app_id: str
+) -> None:
+    """MySQL has no events channel, but its purge still reads what it deletes:
+    a listener of the purging process gets ``expired`` with the values."""
+    clock = ManualClock(start=1_000_000.0)
+    manager = SessionManager(
+        STORE_KINDS[kind](request, tmp_path), app_id=app_id, clock=clock,
+        idle_timeout=60, absolute_timeout=65, touch_interval=30, grace=10,
+    )  # fmt: skip
+    ended: list[Event] = []
+    manager.add_listener(ended.append, ["expired"], values=True)
+    try:
+        with manager.open() as session:
+            session["files"] = ["/tmp/report.pdf"]
+        with manager.open() as other:
+            other["x"] = 1
+        with manager.open(other.id) as logout:
+            logout.invalidate()  # a tombstone: purged, announced at logout already
+        clock.advance(65 + 10 + 1)
+        assert manager.purge() == 2
+        assert [(e.event, e.values) for e in ended] == [
+            ("expired", {"files": ["/tmp/report.pdf"]})
+        ]
+    finally:
+        manager.close()

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._rotation import is_pointer
+from ..cluster.expiry import Announcer, purge_announcing
 from ..codec import Codec, JsonCodec, decode_field, field_body, field_expiry
 from ..ids import hash_id, is_well_formed, session_ref
 from ..principals import drop_entries, indexed_sessions, is_index_app
@@ -432,33 +433,49 @@ def kill(settings: Settings, principal: str, as_json: bool) -> None:
     help="Seconds a record must have been expired (longer than any request).",
 )
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--node-id",
+    default=None,
+    help="This purge's node id in the expired events (default: host-pid-suffix).",
+)
 @json_option
 @click.pass_obj
-def purge(settings: Settings, grace: float, batch: int, as_json: bool) -> None:
+def purge(
+    settings: Settings, grace: float, batch: int, node_id: str | None, as_json: bool
+) -> None:
     """Delete records expired for longer than --grace.
 
     Sessions and tombstones of every application. Runs in bounded batches, each its own short transaction, so live traffic
-    is never blocked for long.
+    is never blocked for long. Where the store has an events channel, each
+    ended session is announced once (an ``expired`` event with its values,
+    from this node) to the listeners of every app node.
     """
     if settings.app_id is not None:
         raise BadInput("purge works on every application of the store at once; drop --app-id")
     now = time.time()  # fixed: records that expire meanwhile wait for the next run
     total = batches = 0
     with settings.store() as store, progress_bar(quiet=as_json) as bar:
+        announcer = Announcer(store, node_id)
         # The bar's total is counted first (a scan); with --json there is no bar and no scan.
         due = None if bar.disable else sum(
             1 for info in store.records() if info.expires + grace <= now
         )
         task = bar.add_task("purging", total=due)
-        # Terminates: with ``now`` fixed the purgeable set only shrinks.
-        while True:
-            deleted = store.purge(now=now, grace=grace, limit=batch)
-            total, batches = total + deleted, batches + 1
-            bar.update(task, advance=deleted)
-            if deleted < batch:
-                break
+        try:
+            # Terminates: with ``now`` fixed the purgeable set only shrinks.
+            while True:
+                deleted = purge_announcing(
+                    store, now=now, grace=grace, limit=batch, hub_for=announcer.hub_for
+                )
+                total, batches = total + deleted, batches + 1
+                bar.update(task, advance=deleted)
+                if deleted < batch:
+                    break
+        finally:
+            announced = announcer.sent
+            announcer.close()
     if as_json:
-        emit_json({"purged": total, "batches": batches, "grace": grace})
+        emit_json({"purged": total, "batches": batches, "grace": grace, "announced": announced})
     else:
         records = "record" if total == 1 else "records"
         click.echo(f"purged {total} {records} expired more than {grace:g}s ago from {store.url}")

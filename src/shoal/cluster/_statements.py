@@ -8,6 +8,8 @@ apart; each statement says its inputs, outputs and atomicity.
 from __future__ import annotations
 
 __all__ = [
+    "MYSQL_PURGE_DELETE",
+    "MYSQL_PURGE_SELECT",
     "PG_EVENT_VALUES_FETCH",
     "PG_EVENT_VALUES_PRUNE",
     "PG_EVENT_VALUES_SCHEMA",
@@ -114,6 +116,28 @@ PG_PURGE_RETURNING = """
         FOR UPDATE SKIP LOCKED
     ) AND expires <= %(cutoff)s::float8
     RETURNING app_id, id_hash, invalidated, fields::text
+"""
+
+# MySQL / MariaDB (MySQLStore.purge_ended). MySQL has no DELETE ... RETURNING:
+# one transaction reads the purgeable rows FOR UPDATE (locked: a save that
+# comes meanwhile waits, then finds the row gone), deletes exactly those, and
+# commits. Two round trips per batch.
+
+# Template: {table}. In: cutoff, limit. Out: the first result is START
+# TRANSACTION's (empty), the second (app_id, id_hash, invalidated, fields)
+# rows, oldest expiry first, locked until COMMIT.
+MYSQL_PURGE_SELECT = """
+    START TRANSACTION;
+    SELECT app_id, id_hash, invalidated, fields FROM {table}
+    WHERE expires <= %(cutoff)s ORDER BY expires LIMIT %(limit)s FOR UPDATE
+"""
+
+# Template: {table}, {keys} (one "(%s, %s)" per row read above). In: cutoff,
+# then app_id, id_hash of each row. Deletes them (the expiry re-checked) and
+# commits. One round trip.
+MYSQL_PURGE_DELETE = """
+    DELETE FROM {table} WHERE (app_id, id_hash) IN ({keys}) AND expires <= %s;
+    COMMIT
 """
 
 # Redis (RedisStore.purge_ended). As stores/_lua.py's PURGE, returning the record.

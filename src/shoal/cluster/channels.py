@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from ..stores.base import Store
 
-__all__ = ["Channel", "Deliver", "MemoryChannel", "channel_for", "inner_store"]
+__all__ = ["Channel", "Deliver", "MemoryChannel", "channel_for", "has_channel", "inner_store"]
 
 Deliver = Callable[[bytes], None]
 """Called on the listener thread with each encoded event received."""
@@ -93,6 +93,14 @@ class MemoryChannel:
             if self._deliver is not None and self._deliver in self._bus:
                 self._bus.remove(self._deliver)
         self._deliver = None
+
+
+_WITH_CHANNEL = frozenset({"MemoryStore", "SQLiteStore", "RedisStore", "PostgresStore"})
+
+
+def has_channel(store: Store) -> bool:
+    """True when ``channel_for(store, ...)`` gives a channel (without opening one)."""
+    return type(inner_store(store)).__name__ in _WITH_CHANNEL
 
 
 def channel_for(store: Store, app_id: str, **options: Any) -> Channel | None:

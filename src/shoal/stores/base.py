@@ -180,7 +180,7 @@ class Ended:
     """A record ``purge_ended`` deleted, with what it held when deleted.
 
     ``purge_ended(*, now, grace, limit) -> list[Ended]`` is optional (memory,
-    SQLite, PostgreSQL have it): the same deletes as ``purge``, returning each
+    SQLite, Redis, PostgreSQL and MySQL have it): the same deletes as ``purge``, returning each
     record's fields from the same atomic step, for the ``expired`` event.
     """
 

@@ -39,7 +39,16 @@ from . import _sql
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
 from ._url import host_ports, mask_url, query_options, seconds, split_url, table_name
-from .base import LoadResult, LoadStatus, LockRequest, NewRecord, RecordInfo, RecordKey, Touch
+from .base import (
+    Ended,
+    LoadResult,
+    LoadStatus,
+    LockRequest,
+    NewRecord,
+    RecordInfo,
+    RecordKey,
+    Touch,
+)
 
 __all__ = ["MySQLStore"]
 
@@ -415,6 +424,46 @@ class MySQLStore(LocalStore):
         def work(conn: Any) -> int:
             with conn.cursor() as cur:
                 return int(cur.execute(self._purge, {"cutoff": now - grace, "limit": limit}))
+
+        return self._run(work)
+
+    def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
+        """As ``purge``, returning what each deleted record held.
+
+        One transaction: the rows are read ``FOR UPDATE`` and then deleted, so
+        no save lands between what is returned and what is deleted.
+        """
+        from ..cluster._statements import MYSQL_PURGE_DELETE, MYSQL_PURGE_SELECT
+
+        cutoff = now - grace
+
+        def work(conn: Any) -> list[Ended]:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        MYSQL_PURGE_SELECT.format(table=f"`{self.table}`"),
+                        {"cutoff": cutoff, "limit": limit},
+                    )
+                    cur.nextset()
+                    rows = cur.fetchall()
+                    if not rows:
+                        cur.execute(_sql.MYSQL_COMMIT)
+                        return []
+                    keys = ", ".join(["(%s, %s)"] * len(rows))
+                    args = [a for app_id, id_hash, _, _ in rows for a in (app_id, id_hash)]
+                    cur.execute(
+                        MYSQL_PURGE_DELETE.format(table=f"`{self.table}`", keys=keys),
+                        [*args, cutoff],
+                    )
+                    while cur.nextset():
+                        pass
+            except BaseException:
+                self._drop_connection()  # never leave the rows locked
+                raise
+            return [
+                Ended(RecordKey(app_id, id_hash), unpack_fields(bytes(blob))[0], bool(invalidated))
+                for app_id, id_hash, invalidated, blob in rows
+            ]
 
         return self._run(work)
 
