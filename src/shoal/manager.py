@@ -714,12 +714,18 @@ class SessionManager:
         The one call site of every ending: ``session.invalidate()``,
         ``invalidate_all`` and ``max_sessions_per_principal``. It raises the
         ``invalidated`` event (which also drops near-cache entries on every
-        node); with the values as loaded when ``session`` is this request's
-        (``invalidate_all`` ends sessions it never read: no values).
+        node); with the values as loaded when ``session`` is this request's.
+        A session ended from outside (``invalidate_all``, the excess of
+        ``max_sessions_per_principal``) is read first when events carry
+        values, so a listener that asked sees what it held (a write landing
+        between that read and the tombstone is not in them).
         """
+        fields = session._at_load[0] if session is not None and session._at_load else None
+        if session is None and self._hub.active and self._hub.send_values:
+            found = store.load(key, now=now).record
+            fields = found.fields if found is not None else None
         ended = store.invalidate(key, now=now)
         if ended:
-            fields = session._at_load[0] if session is not None and session._at_load else None
             self._emit("invalidated", session, key.id_hash, fields=fields, principal=principal)
         return ended
 

@@ -76,6 +76,20 @@ def test_values_are_given_only_to_listeners_that_ask() -> None:
     assert with_values[0].values == {"files": ["/tmp/a"], "_note": "x"}
 
 
+def test_logout_everywhere_gives_each_ended_session_its_values() -> None:
+    """The Web-SIG listener must see the files of sessions ended by ``invalidate_all`` too."""
+    manager = _manager()
+    ended: list[Event] = []
+    manager.add_listener(ended.append, ["invalidated"], values=True)
+    for device in ("phone", "laptop"):
+        with manager.open() as session:
+            session.principal = "ann"
+            session["files"] = [f"/tmp/{device}"]
+    assert manager.invalidate_all("ann") == 2
+    assert sorted(e.values["files"][0] for e in ended if e.values) == ["/tmp/laptop", "/tmp/phone"]
+    assert {e.principal for e in ended} == {"ann"}
+
+
 def test_expired_by_purge_carries_the_values_read_in_the_same_step() -> None:
     clock = ManualClock(start=1000.0)
     manager = _manager(clock, idle_timeout=60, absolute_timeout=65, touch_interval=30, grace=10)
