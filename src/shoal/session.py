@@ -162,8 +162,8 @@ class Session(MutableMapping[str, Any]):
         clock: Clock,
         read_only: bool = False,
         loader: Callable[[Session], None] | None = None,
-        on_lock: Callable[[], None] | None = None,
-        on_renew: Callable[[], None] | None = None,
+        on_lock: Callable[[Session], None] | None = None,
+        on_renew: Callable[[Session], None] | None = None,
         max_session_bytes: int | None = None,
         max_keys: int | None = None,
     ) -> None:
@@ -622,7 +622,7 @@ class Session(MutableMapping[str, Any]):
             )
         if self._on_lock is None:
             raise SessionStateError("this session has no manager that can lock it")
-        self._on_lock()
+        self._on_lock(self)
 
     def renew_lock(self) -> None:
         """Extend this request's lease by the manager's ``lock_lease``, from now.
@@ -636,7 +636,7 @@ class Session(MutableMapping[str, Any]):
         if self._closed:
             raise self._closed_error("there is no lease left to renew")
         if self._on_renew is not None:
-            self._on_renew()
+            self._on_renew(self)
 
     # -- once-only values ----------------------------------------------------
 
