@@ -50,9 +50,11 @@ def build_change(
     policy: Policy, session: Session, *, idle_timeout: float, lease_token: str | None
 ) -> Change:
     """The one atomic store write that saves ``session`` under ``policy``."""
-    written = set(session.keys_written)
+    # The session's own sets, read and never kept: the public properties
+    # would copy each into a frozenset first (issue 11).
+    written = session._written
     # Keys whose per-key expiry passed are dropped on the next save.
-    deleted = set(session.keys_deleted) | (session._stale - written)
+    deleted = session._deleted | (session._stale - written)
     if policy is Policy.LOSSY:
         return Change(idle_timeout=idle_timeout, set=session._encoded_fields(), replace=True)
     changes = session._encoded_fields(written)
@@ -60,7 +62,7 @@ def build_change(
         return Change(idle_timeout=idle_timeout, set=changes, delete=deleted)
     if policy is Policy.OPTIMISTIC:
         seen = session._field_versions()
-        watched = set(session.keys_read) | written | deleted
+        watched = session._read | written | deleted
         return Change(
             idle_timeout=idle_timeout,
             set=changes,
