@@ -14,8 +14,9 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from . import _rotation
@@ -91,6 +92,51 @@ class _Handle:
     lease_token: str | None = None
     touched: bool = False
     redirected: bool = False  # reached through a rotated id's pointer: resend the new id
+
+
+class _Opened(AbstractContextManager[Session]):
+    """``manager.open()``: begin on enter; commit on a clean exit, roll back on any error.
+
+    A class rather than a ``@contextmanager`` generator: no generator and
+    no ``contextlib`` wrapper built per request (issue 11).
+    """
+
+    __slots__ = ("_args", "_manager", "_session")
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        session_id: str | None,
+        read_only: bool,
+        policy: str | Policy | None,
+    ) -> None:
+        self._manager = manager
+        self._args = (session_id, read_only, policy)
+        self._session: Session | None = None
+
+    def __enter__(self) -> Session:
+        if self._session is not None:
+            raise RuntimeError("a manager.open() block can be entered once")
+        session_id, read_only, policy = self._args
+        session = self._manager.begin(session_id, read_only=read_only, policy=policy, lazy=False)
+        session._set_end(
+            "at the end of its `with manager.open()` block", "write inside the with block"
+        )
+        self._session = session
+        return session
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session = self._session
+        assert session is not None
+        if exc_type is None:
+            self._manager.commit(session)
+        else:
+            self._manager.rollback(session)
 
 
 def _serialize(session: Session) -> None:
@@ -240,32 +286,22 @@ class SessionManager:
 
     # -- opening -----------------------------------------------------------
 
-    @contextmanager
     def open(
         self,
         session_id: str | None = None,
         *,
         read_only: bool = False,
         policy: str | Policy | None = None,
-    ) -> Iterator[Session]:
+    ) -> AbstractContextManager[Session]:
         """Load (and lock) a session; commit on success, roll back on error.
 
         An unknown, expired or malformed ``session_id`` yields a new session
         with a fresh id: a client-chosen id is never adopted. After the block
         the session is a read-only snapshot of what was committed (``id`` is
         the new one after ``rotate()``); a write to it raises
-        ``SessionStateError``.
+        ``SessionStateError``. Nothing is loaded before the ``with`` enters.
         """
-        session = self.begin(session_id, read_only=read_only, policy=policy, lazy=False)
-        session._set_end(
-            "at the end of its `with manager.open()` block", "write inside the with block"
-        )
-        try:
-            yield session
-        except BaseException:
-            self.rollback(session)
-            raise
-        self.commit(session)
+        return _Opened(self, session_id, read_only, policy)
 
     def begin(
         self,
