@@ -60,6 +60,8 @@ _TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _T = TypeVar("_T")
 _MISSING: Final = object()
+# Exact types whose values cannot change in place: no re-encode at commit.
+_IMMUTABLE: Final = frozenset({str, int, float, bool, type(None), bytes})
 
 
 def _field_size(key: str, data: bytes) -> int:
@@ -828,10 +830,15 @@ class Session(MutableMapping[str, Any]):
         the list, then changes it; the bytes encoded at ``set`` would lose
         the append. Rejected: re-encoding only read keys (one encode less per
         written key at commit, and that common Flask idiom saved ``[]``).
+        A value of an immutable built-in type (exactly str, int, float,
+        bool, None, bytes) cannot have changed since it was read or set, so
+        it is not encoded again (issue 11: one encode less per such key).
         """
+        values = self._values
         for key in (self._read | self._written) - self._deleted:
-            if key in self._values:
-                data = encode_field(self._codec, key, self._values[key], self._expiry.get(key))
+            value = values.get(key, _MISSING)
+            if value is not _MISSING and type(value) not in _IMMUTABLE:
+                data = encode_field(self._codec, key, value, self._expiry.get(key))
                 if data != self._encoded[key]:
                     self._check_limits(key, data)  # at commit: names the key edited in place
                     self._keep_loaded()
