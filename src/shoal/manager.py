@@ -720,7 +720,9 @@ class SessionManager:
         values, so a listener that asked sees what it held (a write landing
         between that read and the tombstone is not in them).
         """
-        fields = session._at_load[0] if session is not None and session._at_load else None
+        fields: Mapping[str, bytes] | None = (
+            session._at_load[0] if session is not None and session._at_load else None
+        )
         if session is None and self._hub.active and self._hub.send_values:
             found = store.load(key, now=now).record
             fields = found.fields if found is not None else None
