@@ -72,16 +72,7 @@ def count_round_trips() -> None:
 
 
 def floor(url: str) -> Request:
-    client = redis.Redis.from_url(url)
-    key = f"floor:{uuid.uuid4().hex}"
-    client.set(key, PAYLOAD)
-
-    def request(i: int) -> None:
-        data = client.get(key)
-        assert isinstance(data, bytes)
-        client.set(key, data[:-4] + i.to_bytes(4, "big"))
-
-    return request
+    return _peers.floor_redis(url)
 
 
 def shoal(url: str, policy: str, *, change: bool = True) -> Request:
