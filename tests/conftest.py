@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,18 +32,21 @@ STORE_KINDS: dict[str, StoreURLFactory] = {
 }
 
 
+def redis_master_ports(server: Any, fixture: str) -> list[int]:
+    """The ports of every master of a private Redis server/Cluster/Sentinel set."""
+    if fixture == "redis_cluster":
+        return list(server.master_ports())
+    if fixture == "redis_sentinel":
+        return [server.current_master().port]
+    return [server.port]
+
+
 def _empty_redis(request: pytest.FixtureRequest, fixture: str) -> str:
     """The URL of a private Redis server/Cluster/Sentinel set, every master flushed."""
     import redis  # the redis extra; only needed for these kinds
 
     server = request.getfixturevalue(fixture)
-    if fixture == "redis_cluster":
-        ports = server.master_ports()
-    elif fixture == "redis_sentinel":
-        ports = [server.current_master().port]
-    else:
-        ports = [server.port]
-    for port in ports:
+    for port in redis_master_ports(server, fixture):
         with redis.Redis(host="127.0.0.1", port=port, socket_timeout=10) as client:
             client.flushdb()
     url: str = server.url

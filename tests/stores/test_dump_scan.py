@@ -23,6 +23,7 @@ import pytest
 from shoal import ManualClock, SessionManager
 from shoal.ids import new_id
 from shoal.stores.base import Store
+from tests.conftest import redis_master_ports
 
 
 def _forms(session_id: str) -> list[bytes]:
@@ -67,14 +68,8 @@ def _redis(request: pytest.FixtureRequest, fixture: str) -> list[bytes]:
     import redis
 
     server = request.getfixturevalue(fixture)
-    if fixture == "redis_cluster":
-        ports = server.master_ports()
-    elif fixture == "redis_sentinel":
-        ports = [server.current_master().port]
-    else:
-        ports = [server.port]
     out: list[bytes] = []
-    for port in ports:
+    for port in redis_master_ports(server, fixture):
         with redis.Redis(host="127.0.0.1", port=port, socket_timeout=10) as client:
             for key in client.scan_iter(count=1000):
                 out.append(key)
