@@ -113,3 +113,23 @@ def rows_locked(url: str, table: str) -> Iterator[None]:
         yield
     finally:
         blocker.close()  # rolls back, freeing the rows
+
+
+@contextlib.contextmanager
+def table_locked(url: str, table: str) -> Iterator[Callable[[], None]]:
+    """``table`` locked against DDL by another session; the block gets the release."""
+    if _postgres(url):
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=5) as blocker:
+            blocker.execute(f"LOCK TABLE {quote(url, table)} IN ACCESS EXCLUSIVE MODE")
+            yield blocker.rollback
+        return
+    blocker = mysql_connect(url)
+    try:
+        with blocker.cursor() as cursor:
+            cursor.execute(f"LOCK TABLES {quote(url, table)} WRITE")
+        yield blocker.close
+    finally:
+        if blocker.open:
+            blocker.close()

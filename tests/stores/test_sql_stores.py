@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
@@ -21,7 +22,17 @@ from shoal.errors import ConfigError, StoreUnavailable
 from shoal.stores import open_store
 from shoal.stores.base import ApplyStatus, Change, LoadStatus, RecordKey
 from tests.servers import free_port
-from tests.stores._sql import IDLE, KEY, NOW, execute, fresh_table, new, quote, rows_locked
+from tests.stores._sql import (
+    IDLE,
+    KEY,
+    NOW,
+    execute,
+    fresh_table,
+    new,
+    quote,
+    rows_locked,
+    table_locked,
+)
 
 ctx = multiprocessing.get_context("spawn")
 
@@ -193,5 +204,29 @@ def test_a_row_locked_elsewhere_ends_in_the_timeout(
             with pytest.raises(StoreUnavailable, match=kind.lock_timeout_says):
                 store.apply(KEY, Change(IDLE, set={"a": b"1"}), now=NOW)
         assert store.apply(KEY, Change(IDLE, set={"a": b"1"}), now=NOW).status is ApplyStatus.OK
+    finally:
+        store.close()
+
+
+def test_table_creation_outlasts_a_requests_timeout(
+    kind: Kind, server_url: str, table: str
+) -> None:
+    """DDL waiting on a busy catalog longer than a request may wait still succeeds.
+
+    A first start on a loaded server used to fail its CREATE under the short
+    per-request timeout; the creation has ``schema_timeout`` (30 s) instead.
+    """
+    first = open_store(f"{server_url}?table={table}")
+    first.migrate()  # type: ignore[attr-defined]
+    first.close()
+    store = open_store(f"{server_url}?table={table}&{kind.timeout}=0.3&breaker=off")
+    try:
+        with table_locked(server_url, table) as release:
+            timer = threading.Timer(1.5, release)  # well past the 0.3 s request timeout
+            timer.start()
+            try:
+                store.migrate()  # type: ignore[attr-defined]
+            finally:
+                timer.cancel()
     finally:
         store.close()

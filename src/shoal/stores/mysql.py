@@ -71,6 +71,7 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "read_timeout": _SECONDS,
     "write_timeout": _SECONDS,
     "lock_wait_timeout": _SECONDS,
+    "schema_timeout": _SECONDS,
     "unix_socket": str,
     "ssl_ca": str,
     "ssl_cert": str,
@@ -144,6 +145,8 @@ class MySQLStore(LocalStore):
         read_timeout: float = 2.0,
         write_timeout: float = 2.0,
         lock_wait_timeout: float = 1.0,
+        # Creating the table once at first start; DDL may wait on a busy disk.
+        schema_timeout: float = 30.0,
         unix_socket: str | None = None,
         ssl: Mapping[str, str] | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
@@ -188,6 +191,7 @@ class MySQLStore(LocalStore):
         self._delete = _sql.MYSQL_DELETE.format(**names)
         self._list = _sql.MYSQL_LIST.format(**names)
         self._purge = _sql.MYSQL_PURGE.format(**names)
+        self._schema_timeout = schema_timeout
         self._local = threading.local()
         self._schema_ready = False
         self._existing_only = False  # see require_existing()
@@ -283,10 +287,14 @@ class MySQLStore(LocalStore):
         self._schema_ready = True
 
     def _migrate(self, conn: Any) -> None:
+        # On a connection of its own: DDL may wait longer on a busy server
+        # than a request's read timeout allows (a first start under load).
+        ddl_timeouts = {"read_timeout": self._schema_timeout, "write_timeout": self._schema_timeout}
         try:
-            with conn.cursor() as cur:
-                for statement in self._schema:
-                    cur.execute(statement)
+            with pymysql.connect(**{**self._connect_args, **ddl_timeouts}) as ddl:
+                with ddl.cursor() as cur:
+                    for statement in self._schema:
+                        cur.execute(statement)
         except (pymysql.MySQLError, OSError) as exc:
             self._drop_connection()
             raise StoreUnavailable(self.url, _describe(exc)) from exc

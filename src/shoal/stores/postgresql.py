@@ -53,6 +53,7 @@ from urllib.parse import urlunsplit
 
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -111,6 +112,7 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_timeout": _SECONDS,
     "socket_timeout": _SECONDS,
     "reconnect_timeout": _SECONDS,
+    "schema_timeout": _SECONDS,
     "prepared": boolean,
     "lock_poll": _SECONDS,
     **{name: str for name in _LIBPQ_OPTIONS},
@@ -395,6 +397,8 @@ class PostgresStore:
         pool_timeout: float | None = None,
         socket_timeout: float = 2.0,
         reconnect_timeout: float = 10.0,
+        # Creating the table once at first start; DDL may wait on a busy disk.
+        schema_timeout: float = 30.0,
         prepared: bool = True,
         lock_poll: float = 1.0,
         libpq: Mapping[str, str] | None = None,
@@ -418,6 +422,7 @@ class PostgresStore:
         self.pool_timeout = pool_timeout if pool_timeout is not None else connect_timeout
         self.socket_timeout = socket_timeout
         self.reconnect_timeout = reconnect_timeout
+        self.schema_timeout = schema_timeout
         self.lock_poll = lock_poll
         self._q = _Statements(table)
         socket_ms = int(socket_timeout * 1000)
@@ -604,8 +609,17 @@ class PostgresStore:
         """Create the table and its index if missing; safe to run concurrently."""
         cut = _Cut()
         try:
-            with self._pool().connection() as conn, self._watchdog().watch(conn, cut):
+            with self._pool().connection() as conn, self._watchdog().watch(
+                conn, cut, self.schema_timeout + 1.0
+            ):
                 with conn.transaction():
+                    # DDL waits on the catalog and the disk: a request's short
+                    # timeout would fail a first start on a busy server.
+                    schema_ms = sql.Literal(max(1, int(self.schema_timeout * 1000)))
+                    for setting in ("statement_timeout", "lock_timeout"):
+                        conn.execute(
+                            sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(setting), schema_ms)
+                        )
                     conn.execute(self._q.migrate_lock)
                     for statement in self._q.schema:
                         conn.execute(statement)
@@ -892,20 +906,25 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def watch(self, conn: psycopg.Connection[TupleRow], cut: _Cut) -> Iterator[None]:
-        token = self.start(conn, cut)
+    def watch(
+        self, conn: psycopg.Connection[TupleRow], cut: _Cut, limit: float | None = None
+    ) -> Iterator[None]:
+        token = self.start(conn, cut, limit)
         try:
             yield
         finally:
             self.stop_watching(token, conn, cut)
 
-    def start(self, conn: psycopg.Connection[TupleRow], cut: _Cut) -> int:
+    def start(
+        self, conn: psycopg.Connection[TupleRow], cut: _Cut, limit: float | None = None
+    ) -> int:
         """Watch a statement about to be sent on ``conn``; the token for ``stop_watching``."""
         fd = conn.pgconn.socket
+        deadline = time.monotonic() + (self.limit if limit is None else limit)
         with self._lock:
             self._next += 1
             token = self._next
-            self._inflight[token] = (time.monotonic() + self.limit, fd, cut)
+            self._inflight[token] = (deadline, fd, cut)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"shoal-watchdog-{self._name}", daemon=True
