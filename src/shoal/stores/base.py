@@ -32,12 +32,13 @@ Rules every store follows (the contract suite checks them):
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
     "ApplyResult",
+    "AsyncStore",
     "ApplyStatus",
     "Change",
     "LoadResult",
@@ -267,3 +268,50 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """``Store``'s primitives for an event loop: the same contract, awaited.
+
+    Redis (``redis.asyncio``) and PostgreSQL (psycopg's async pool) have
+    native ones sharing their scripts, SQL and record parsing with the sync
+    stores; every other store runs its sync calls in a worker thread
+    (``stores.open_async_store``). No call blocks the loop. ``records`` is a
+    list here (the admin tools that walk stores are sync).
+    """
+
+    url: str
+
+    async def load(
+        self,
+        key: RecordKey,
+        *,
+        now: float,
+        touch: Touch | None = None,
+        lock: LockRequest | None = None,
+    ) -> LoadResult: ...
+
+    async def create(
+        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
+    ) -> bool: ...
+
+    async def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult: ...
+
+    async def invalidate(
+        self, key: RecordKey, *, now: float, lease_token: str | None = None
+    ) -> bool: ...
+
+    async def delete(self, key: RecordKey) -> bool: ...
+
+    async def unlock(self, key: RecordKey, token: str) -> None: ...
+
+    async def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool: ...
+
+    async def wait_unlocked(self, key: RecordKey, timeout: float) -> None: ...
+
+    async def records(self, app_id: str | None = None) -> Sequence[RecordInfo]: ...
+
+    async def purge(self, *, now: float, grace: float, limit: int = 1000) -> int: ...
+
+    async def aclose(self) -> None: ...
