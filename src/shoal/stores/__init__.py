@@ -12,9 +12,9 @@ from typing import Final
 
 from ..errors import ConfigError
 from ._url import mask_url, split_url, url_scheme
-from .base import Store
+from .base import AsyncStore, Store
 
-__all__ = ["NETWORK_MODULES", "SCHEMES", "Store", "open_store"]
+__all__ = ["NETWORK_MODULES", "SCHEMES", "AsyncStore", "Store", "open_async_store", "open_store"]
 
 # scheme -> (module, class, pip extra needed or None)
 SCHEMES: Final[dict[str, tuple[str, str, str | None]]] = {
@@ -66,3 +66,14 @@ def open_store(url: str) -> Store:
     if settings is None:
         return inner
     return BreakerStore(inner, breaker_for(url, settings))
+
+
+def open_async_store(url: str) -> AsyncStore:
+    """The ``AsyncStore`` for ``url``: the same store, its calls off the event loop.
+
+    Each call of the sync store runs in a store thread (``stores/_threaded.py``),
+    behind the same circuit breaker as ``open_store(url)``.
+    """
+    from ._threaded import ThreadedStore
+
+    return ThreadedStore(open_store(url))

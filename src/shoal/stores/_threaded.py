@@ -1,0 +1,133 @@
+"""Any sync store as an ``AsyncStore``: each call in a worker thread, off the loop.
+
+For the stores whose calls block in C (SQLite, dbm, the file store's
+locks) or hold a Python lock (memory), a thread is the right design under
+asyncio, and for Redis or PostgreSQL it is the fallback when a store object
+(not a URL) was handed to the manager. The sync store keeps its breaker,
+its timeouts and its errors; this wrapper only moves the call.
+
+A call that is cancelled (the client went away) still waits for its thread
+to finish before the cancellation goes on: a rollback must never run while
+the commit it follows is still in the store. Rejected: ``asyncio.to_thread``
+(it returns at cancellation while the thread goes on) and the loop's
+default executor (``min(32, cpus + 4)`` threads: six on a two-core host,
+where six requests waiting on a lease under ``serialized`` would stall
+every other one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .base import (
+    ApplyResult,
+    Change,
+    LoadResult,
+    LockRequest,
+    NewRecord,
+    RecordInfo,
+    RecordKey,
+    Store,
+    Touch,
+)
+
+__all__ = ["ThreadedStore", "run_in_thread"]
+
+_T = TypeVar("_T")
+
+# Threads a process may have in store calls at once (anyio's default limit
+# is 40; a waiter under ``serialized`` holds one for up to lock_timeout).
+MAX_THREADS = 64
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The process's store thread pool, made again in a forked child."""
+    global _pool, _pool_pid
+    pid = os.getpid()
+    if _pool is None or _pool_pid != pid:
+        with _pool_lock:
+            if _pool is None or _pool_pid != pid:
+                _pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="shoal-store")
+                _pool_pid = pid
+    return _pool
+
+
+async def run_in_thread(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``func(*args, **kwargs)`` in a store thread; a cancellation waits for it first."""
+    future = asyncio.get_running_loop().run_in_executor(
+        _executor(), lambda: func(*args, **kwargs)
+    )
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The thread cannot be stopped: let it finish (its outcome is the
+        # store's), then go on being cancelled.
+        try:
+            await future
+        except BaseException:  # noqa: BLE001 - the cancellation is what propagates
+            pass
+        raise
+
+
+class ThreadedStore:
+    """``store``'s calls awaited, each run in a store thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.url = store.url
+
+    def __repr__(self) -> str:
+        return f"<ThreadedStore {self.store!r}>"
+
+    async def load(
+        self,
+        key: RecordKey,
+        *,
+        now: float,
+        touch: Touch | None = None,
+        lock: LockRequest | None = None,
+    ) -> LoadResult:
+        return await run_in_thread(self.store.load, key, now=now, touch=touch, lock=lock)
+
+    async def create(
+        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
+    ) -> bool:
+        return await run_in_thread(self.store.create, key, record, now=now, lock=lock)
+
+    async def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
+        return await run_in_thread(self.store.apply, key, change, now=now)
+
+    async def invalidate(
+        self, key: RecordKey, *, now: float, lease_token: str | None = None
+    ) -> bool:
+        return await run_in_thread(self.store.invalidate, key, now=now, lease_token=lease_token)
+
+    async def delete(self, key: RecordKey) -> bool:
+        return await run_in_thread(self.store.delete, key)
+
+    async def unlock(self, key: RecordKey, token: str) -> None:
+        await run_in_thread(self.store.unlock, key, token)
+
+    async def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
+        return await run_in_thread(self.store.renew, key, token, now=now, lease=lease)
+
+    async def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
+        await run_in_thread(self.store.wait_unlocked, key, timeout)
+
+    async def records(self, app_id: str | None = None) -> Sequence[RecordInfo]:
+        return await run_in_thread(lambda: list(self.store.records(app_id)))
+
+    async def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
+        return await run_in_thread(self.store.purge, now=now, grace=grace, limit=limit)
+
+    async def aclose(self) -> None:
+        await run_in_thread(self.store.close)
