@@ -11,15 +11,18 @@ Parts (``--only`` picks some): ``latency`` (per store group, every
 contestant interleaved request by request, median of the per-round medians
 over >= 3 rounds, p99, ratio to the group's floor), ``lost`` (8 concurrent
 clients on one session: lost keys and lost increments of every contestant),
-``scale`` (Redis ``MEMORY USAGE`` per session with many stored), ``purge``
-(purging 1M expired sessions on SQLite and PostgreSQL, with the p99 of
-requests running meanwhile).
+``throughput`` (each contestant served by gunicorn with 4 sync workers,
+driven by client processes over HTTP: requests/s, p50/p99, share of a bare
+app's throughput), ``contention`` (one hot session, every policy, one
+client and then 8 client processes: requests/s, p50/p99, retries, lost
+increments), ``scale`` (Redis ``MEMORY USAGE`` per session with many
+stored), ``purge`` (purging 1M expired sessions on SQLite and PostgreSQL,
+with the p99 of requests running meanwhile).
 
 Servers: a private redis-server and PostgreSQL (``tests/servers``, as the
 tests start them; PostgreSQL runs with fsync off, so it measures round trips
 and CPU, not the disk) unless ``--redis-url``/``--pg-url`` name existing
-ones; a store whose server cannot start is left out with a note. Not
-measured here (see docs/benchmarks.md): throughput under gunicorn.
+ones; a store whose server cannot start is left out with a note.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,14 +45,28 @@ from benchmarks._latency import Servers, print_results, run_latency  # noqa: E40
 from benchmarks._lost import run_lost_updates  # noqa: E402
 from benchmarks._scale import run_scale  # noqa: E402
 
-PARTS = ("latency", "lost", "scale", "purge")
+PARTS = ("latency", "throughput", "lost", "contention", "scale", "purge")
 
-# (requests per variant and round, rounds, lost-update requests per client,
-#  sessions for scale, expired sessions to purge)
+
+class Sizes(NamedTuple):
+    requests: int  # latency: per variant and round
+    rounds: int  # latency
+    lost_requests: int  # lost updates: per client
+    sessions: int  # scale
+    doomed: int  # purge: expired sessions
+    served: str  # throughput: which list of _served.SERVED
+    served_clients: int  # throughput: client processes
+    served_warmup: int  # throughput: untimed requests per client
+    served_requests: int  # throughput: timed requests per client, at the most
+    served_seconds: float  # throughput: per contestant, at the most
+    hot_clients: int  # contention: client processes on the hot session
+    hot_seconds: float  # contention: per store, policy and client count
+
+
 SIZES = {
-    "full": (2000, 3, 50, 100_000, 1_000_000),
-    "quick": (500, 3, 25, 10_000, 100_000),
-    "smoke": (5, 3, 3, 50, 2_000),
+    "full": Sizes(2000, 3, 50, 100_000, 1_000_000, "full", 8, 20, 500, 60.0, 8, 3.0),
+    "quick": Sizes(500, 3, 25, 10_000, 100_000, "quick", 8, 10, 200, 20.0, 8, 2.0),
+    "smoke": Sizes(5, 3, 3, 50, 2_000, "quick", 2, 2, 5, 10.0, 2, 0.2),
 }
 
 
@@ -106,9 +123,9 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description=(__doc__ or "").split("\n\n")[0])  # fmt: skip
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer requests and sessions")
-    size.add_argument("--smoke", action="store_true", help="a few requests of everything (CI)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="fewer requests and sessions")
+    modes.add_argument("--smoke", action="store_true", help="a few requests of everything (CI)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
     parser.add_argument("--groups", help="latency groups to run, comma-separated "
                         "(memory & cookies, asgi, sqlite, redis, postgresql)")  # fmt: skip
@@ -116,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds of interleaved requests (>= 3)")
     parser.add_argument("--sessions", type=int, help="sessions stored for the scale part")
     parser.add_argument("--purge-sessions", type=int, help="expired sessions to purge")
+    parser.add_argument("--served", help="throughput: the latency rows to serve, "
+                        "comma-separated (default: the mode's list in benchmarks/_served.py)")
+    parser.add_argument("--hot-seconds", type=float,
+                        help="contention: seconds per store, policy and client count")
     parser.add_argument("--redis-url", help="an existing Redis (default: a private one)")
     parser.add_argument("--pg-url", help="an existing PostgreSQL (default: a private one)")
     parser.add_argument("--no-redis", action="store_true")
@@ -130,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         return _report(json.loads(args.from_json.read_text()), args)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    requests, rounds, lost_requests, sessions, doomed = SIZES[mode]
-    doomed = args.purge_sessions or doomed
-    requests = args.requests or requests
-    rounds = args.rounds or rounds
-    sessions = args.sessions or sessions
+    size = SIZES[mode]
+    doomed = args.purge_sessions or size.doomed
+    requests = args.requests or size.requests
+    rounds = args.rounds or size.rounds
+    sessions = args.sessions or size.sessions
     parts = set(args.only or PARTS)
     only = {g.strip().lower() for g in args.groups.split(",")} if args.groups else None
 
@@ -159,8 +180,27 @@ def main(argv: list[str] | None = None) -> int:
             out["latency"] = [asdict(r) for r in latency]
         if "lost" in parts:
             print("\n== lost updates: 8 concurrent clients on one session")
-            lost = run_lost_updates(tmp, redis_url, pg_url, django, requests=lost_requests)
+            lost = run_lost_updates(tmp, redis_url, pg_url, django, requests=size.lost_requests)
             out["lost_updates"] = [asdict(r) for r in lost]
+        if "throughput" in parts:
+            from benchmarks._served import SERVED, run_throughput
+
+            print(f"\n== throughput: gunicorn, 4 sync workers, {size.served_clients} clients")
+            names = args.served.split(",") if args.served else SERVED[size.served]
+            served = run_throughput(
+                servers, django, [n.strip() for n in names], clients=size.served_clients,
+                warmup=size.served_warmup, requests=size.served_requests,
+                seconds=size.served_seconds,
+            )  # fmt: skip
+            out["throughput"] = [asdict(r) for r in served]
+        if "contention" in parts:
+            from benchmarks._contention import run_contention
+
+            print(f"\n== contention: one hot session, 1 and {size.hot_clients} clients")
+            hot = [f"sqlite://{tmp}/contention.db", redis_url, pg_url]
+            rows = run_contention([u for u in hot if u is not None], clients=size.hot_clients,
+                                  seconds=args.hot_seconds or size.hot_seconds)  # fmt: skip
+            out["contention"] = [asdict(r) for r in rows]
         if "scale" in parts and redis_url is not None:
             print(f"\n== scale: Redis bytes per session, {sessions} sessions")
             scale = run_scale(redis_url, sessions)
@@ -187,7 +227,7 @@ def _report(out: dict[str, Any], args: argparse.Namespace) -> int:
 
         latency = [Result(**r) for r in out.get("latency", [])]
         lost = [LostResult(**r) for r in out.get("lost_updates", [])]
-        for path in draw(latency, lost, args.charts):
+        for path in draw(latency, lost, args.charts, served=out.get("throughput", [])):
             print(f"chart: {path}")
     return 0
 
@@ -212,6 +252,22 @@ def markdown(out: dict[str, Any]) -> str:
             lines.append(f"| {r['store']} | {r['contestant']} | "
                          f"{cell or str(r['lost_keys']) + ' / ' + str(r['writes'])} | "
                          f"{cell or str(r['lost_increments']) + ' / ' + str(r['writes'])} |")  # fmt: skip
+    if out.get("throughput"):
+        lines += ["", "| served by gunicorn (4 sync workers) | requests/s | × bare app "
+                  "| p50 ms | p99 ms | requests | errors |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for r in out["throughput"]:
+            lines.append(f"| {r['contestant']} | {r['rps']:.0f} | {r['ratio']:.2f} | "
+                         f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['requests']} | "
+                         f"{r['errors']} |")  # fmt: skip
+    if out.get("contention"):
+        lines += ["", "| store | policy | clients | requests/s | p50 ms | p99 ms "
+                  "| retries per request | increments lost |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for r in out["contention"]:
+            lines.append(f"| {r['store']} | {r['policy']} | {r['clients']} | {r['rps']:.0f} | "
+                         f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                         f"{r['conflicts_per_req']:.2f} | {r['lost']} / {r['requests']} |")  # fmt: skip
     if "scale" in out:
         s = out["scale"]
         lines += ["", "| sessions in Redis | payload B | MEMORY USAGE B | over payload B "
@@ -243,6 +299,17 @@ def print_report(out: dict[str, Any]) -> None:
             note = f"  {r['error']}" if r["error"] else ""
             print(f"  {r['store']:<11}{r['contestant']:<30}{r['lost_keys']:>7}/{r['writes']:<4}"
                   f"{r['lost_increments']:>13}/{r['writes']:<4}{note}")  # fmt: skip
+    if out.get("throughput"):
+        from benchmarks._served import print_throughput
+
+        print("\n# throughput: gunicorn with 4 sync workers, clients over HTTP, "
+              "one session per client")
+        print_throughput(out["throughput"])
+    if out.get("contention"):
+        from benchmarks._contention import ContentionRow, print_contention
+
+        print("\n# contention: one hot session, each request n += 1, per policy")
+        print_contention([ContentionRow(**r) for r in out["contention"]])
     if "scale" in out:
         s = out["scale"]
         print(f"\n# scale: {s['sessions']} sessions in Redis: payload {s['payload']} B, "

@@ -1,13 +1,15 @@
 """PNG charts of a benchmark run (matplotlib, the ``bench`` extra).
 
-Two charts a reader takes in at a glance: the latency ratio to the floor per
+Charts a reader takes in at a glance: the latency ratio to the floor per
 store group and contestant (shoal's bars in one colour, the peers' in
-another, the floor's line at 1.0), and the lost updates per contestant.
+another, the floor's line at 1.0), the lost updates per contestant, and the
+throughput under gunicorn as a share of the bare app's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks._latency import Result
 from benchmarks._lost import LostResult
@@ -17,7 +19,15 @@ __all__ = ["draw"]
 SHOAL, PEER, FLOOR = "#1f77b4", "#bbbbbb", "#2ca02c"
 
 
-def draw(latency: list[Result], lost: list[LostResult], out: Path) -> list[Path]:
+def _colour(name: str) -> str:
+    return (FLOOR if name.startswith(("floor", "bare")) else
+            SHOAL if name.startswith("shoal") else PEER)  # fmt: skip
+
+
+def draw(
+    latency: list[Result], lost: list[LostResult], out: Path,
+    served: list[dict[str, Any]] | None = None,
+) -> list[Path]:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,8 +43,7 @@ def draw(latency: list[Result], lost: list[LostResult], out: Path) -> list[Path]
         for ax, group in zip(axes[:, 0], groups):
             rows = [r for r in latency if r.group == group]
             names = [r.variant for r in rows]
-            colours = [FLOOR if r.variant.startswith(("floor", "bare")) else
-                       SHOAL if r.variant.startswith("shoal") else PEER for r in rows]  # fmt: skip
+            colours = [_colour(r.variant) for r in rows]
             ax.barh(names, [r.ratio for r in rows], color=colours)
             ax.axvline(1.0, color="black", linewidth=0.8)
             for y, r in enumerate(rows):
@@ -72,6 +81,24 @@ def draw(latency: list[Result], lost: list[LostResult], out: Path) -> list[Path]
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
         path = out / "benchmarks-lost-updates.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if served:
+        fig, ax = plt.subplots(figsize=(9, 0.32 * len(served) + 1.5))
+        names = [r["contestant"] for r in served]
+        ax.barh(names, [r["ratio"] for r in served], color=[_colour(n) for n in names])
+        for y, r in enumerate(served):
+            ax.text(r["ratio"], y, f" {r['ratio']:.2f}x ({r['rps']:.0f} req/s)", va="center",
+                    fontsize=8)  # fmt: skip
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.45)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_title("gunicorn, 4 sync workers: requests/s / the bare app's (higher is better)",
+                     fontsize=10, loc="left")  # fmt: skip
+        fig.tight_layout()
+        path = out / "benchmarks-throughput.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

@@ -23,7 +23,7 @@ from benchmarks.sql_latency import pg_floor
 from shoal import SessionManager
 from shoal.stores import open_store
 
-__all__ = ["Group", "Servers", "Result", "run_latency"]
+__all__ = ["Group", "Result", "Servers", "Stores", "groups", "run_latency"]
 
 
 @dataclass
@@ -47,11 +47,37 @@ class Result:
     sent: float
 
 
+Builder = Callable[[], Request | _peers.Contestant]
+"""A row's builder: a floor's or an ASGI contestant's ``Request``, or a session
+library's ``Contestant`` (timed here on one session, served by ``_served``)."""
+
+
 @dataclass
 class Group:
     name: str
     floor: str
-    variants: dict[str, Callable[[], Request]] = field(default_factory=dict)
+    variants: dict[str, Builder] = field(default_factory=dict)
+
+
+class Stores:
+    """The run's shoal stores, one per URL, opened when a row first needs one.
+
+    Lazily, so a served worker (``_served``) that builds one row of these
+    groups opens that row's store only, not every store of the run.
+    """
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._open: dict[str, Any] = {}
+
+    def __call__(self, url: str) -> Any:
+        if url not in self._open:
+            self._open[url] = store = open_store(url)
+            self._stack.callback(store.close)
+        return self._open[url]
+
+    def shoal(self, url: str, policy: str, app: str, *, change: bool = True) -> _peers.Contestant:
+        return _peers.shoal(_manager(self(url), policy, app), change=change)
 
 
 def _manager(store: Any, policy: str, app: str) -> SessionManager:
@@ -62,41 +88,41 @@ def _manager(store: Any, policy: str, app: str) -> SessionManager:
 def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
     """Every group of this run, its variants as builders (called once, in order)."""
     tmp = servers.tmp
-    memory = open_store("memory://")
+    stores = Stores(stack)
+    memory = "memory://"
     memory_group = Group("memory & cookies", floor="floor dict+JSON")
     memory_group.variants = {
         "floor dict+JSON": _peers.floor_memory,
-        "shoal memory merge": lambda: _peers.shoal_request(_manager(memory, "merge", "mem")),
-        "shoal memory serialized": lambda: _peers.shoal_request(
-            _manager(memory, "serialized", "mem")
-        ),
+        "shoal memory merge": lambda: stores.shoal(memory, "merge", "mem"),
+        "shoal memory serialized": lambda: stores.shoal(memory, "serialized", "mem"),
         "beaker file": lambda: _peers.beaker(
             {"type": "file", "data_dir": _peers.tmp_dir(tmp, "beaker-data"),
              "lock_dir": _peers.tmp_dir(tmp, "beaker-lock")}
         ),  # fmt: skip
     }
     if django is not None:
-        memory_group.variants["django signed_cookies"] = lambda: django.request("signed_cookies")
+        memory_group.variants["django signed_cookies"] = lambda: django.contestant(
+            "signed_cookies"
+        )
     asgi = Group("ASGI", floor="floor: bare ASGI app")
     asgi.variants = {
         "floor: bare ASGI app": _peers.asgi_bare,
-        "shoal asgi memory merge": lambda: _peers.shoal_asgi(_manager(memory, "merge", "asgi")),
+        "shoal asgi memory merge": lambda: _peers.shoal_asgi(
+            _manager(stores(memory), "merge", "asgi")
+        ),
         "starlette SessionMiddleware": _peers.starlette_cookie,
         "starsessions memory": lambda: _peers.starsessions("memory"),
     }
     if servers.redis_url is not None:
         url = servers.redis_url
-        redis_store = open_store(url)
-        stack.callback(redis_store.close)
         asgi.variants["shoal asgi redis merge"] = lambda: _peers.shoal_asgi(
-            _manager(redis_store, "merge", "asgi")
+            _manager(stores(url), "merge", "asgi")
         )
         asgi.variants["starsessions redis"] = lambda: _peers.starsessions("redis", url)
     result = [memory_group, asgi]
 
     sqlite = Group("SQLite", floor="floor SELECT+UPSERT (NORMAL)")
-    sqlite_store = open_store(f"sqlite://{os.path.join(tmp, 'shoal.db')}")
-    stack.callback(sqlite_store.close)
+    sqlite_url = f"sqlite://{os.path.join(tmp, 'shoal.db')}"
 
     def sqlite_floor_of(name: str, synchronous: str) -> Request:
         request, cleanup = _peers.floor_sqlite(os.path.join(tmp, name), synchronous)
@@ -107,10 +133,8 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
         # shoal's SQLite store runs with synchronous=NORMAL (WAL): the floor too.
         "floor SELECT+UPSERT (NORMAL)": lambda: sqlite_floor_of("floor.db", "NORMAL"),
         "floor SELECT+UPSERT (FULL)": lambda: sqlite_floor_of("floor-full.db", "FULL"),
-        "shoal sqlite merge": lambda: _peers.shoal_request(_manager(sqlite_store, "merge", "sq")),
-        "shoal sqlite serialized": lambda: _peers.shoal_request(
-            _manager(sqlite_store, "serialized", "sq")
-        ),
+        "shoal sqlite merge": lambda: stores.shoal(sqlite_url, "merge", "sq"),
+        "shoal sqlite serialized": lambda: stores.shoal(sqlite_url, "serialized", "sq"),
         "beaker ext:sqla sqlite": lambda: _peers.beaker_sqla(
             f"sqlite:///{os.path.join(tmp, 'beaker.db')}", _peers.tmp_dir(tmp, "beaker-sqla")
         ),
@@ -120,7 +144,7 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
         ),  # fmt: skip
     }
     if django is not None:
-        sqlite.variants["django db sqlite"] = lambda: django.request("db", "default")
+        sqlite.variants["django db sqlite"] = lambda: django.contestant("db", "default")
     result.append(sqlite)
 
     if servers.redis_url is not None:
@@ -129,21 +153,17 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
         redis_group.variants = {
             "floor cookie+GET+JSON+SET": lambda: _peers.floor_cookie_redis(url),
             "bare redis-py GET+SET": lambda: _peers.floor_redis(url),
-            "shoal redis merge": lambda: _peers.shoal_request(_manager(redis_store, "merge", "r")),
-            "shoal redis serialized": lambda: _peers.shoal_request(
-                _manager(redis_store, "serialized", "r")
-            ),
-            "shoal redis merge, unchanged": lambda: _peers.shoal_request(
-                _manager(redis_store, "merge", "ru"), change=False
-            ),
+            "shoal redis merge": lambda: stores.shoal(url, "merge", "r"),
+            "shoal redis serialized": lambda: stores.shoal(url, "serialized", "r"),
+            "shoal redis merge, unchanged": lambda: stores.shoal(url, "merge", "ru", change=False),
             "beaker ext:redis": lambda: _peers.beaker({"type": "ext:redis", "url": url}),
             "flask-session redis": lambda: _peers.flask_session(
                 {"SESSION_TYPE": "redis", "SESSION_REDIS": _redis_client(url)}
             ),
         }
         if django is not None:
-            redis_group.variants["django cache (redis)"] = lambda: django.request("cache")
-            redis_group.variants["django cached_db (redis+sqlite)"] = lambda: django.request(
+            redis_group.variants["django cache (redis)"] = lambda: django.contestant("cache")
+            redis_group.variants["django cached_db (redis+sqlite)"] = lambda: django.contestant(
                 "cached_db", "default"
             )
         result.append(redis_group)
@@ -151,8 +171,6 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
     if servers.pg_url is not None:
         pg_url = servers.pg_url
         pg = Group("PostgreSQL", floor="floor SELECT+UPSERT")
-        pg_store = open_store(pg_url)
-        stack.callback(pg_store.close)
 
         def pg_floor_of() -> Request:
             request, cleanup = pg_floor(pg_url)
@@ -162,10 +180,8 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
         sqla_url = pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
         pg.variants = {
             "floor SELECT+UPSERT": pg_floor_of,
-            "shoal postgresql merge": lambda: _peers.shoal_request(_manager(pg_store, "merge", "pg")),
-            "shoal postgresql serialized": lambda: _peers.shoal_request(
-                _manager(pg_store, "serialized", "pg")
-            ),
+            "shoal postgresql merge": lambda: stores.shoal(pg_url, "merge", "pg"),
+            "shoal postgresql serialized": lambda: stores.shoal(pg_url, "serialized", "pg"),
             "beaker ext:sqla postgresql": lambda: _peers.beaker_sqla(
                 sqla_url, _peers.tmp_dir(tmp, "beaker-sqla-pg")
             ),
@@ -174,7 +190,7 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
             ),
         }
         if django is not None:
-            pg.variants["django db postgresql"] = lambda: django.request("db", "pg")
+            pg.variants["django db postgresql"] = lambda: django.contestant("db", "pg")
         result.append(pg)
     return result
 
@@ -198,7 +214,10 @@ def run_latency(
             variants: dict[str, Request] = {}
             for name, make in group.variants.items():
                 try:
-                    variants[name] = make()
+                    built = make()
+                    variants[name] = (
+                        _peers.timed(built) if isinstance(built, _peers.Contestant) else built
+                    )
                 except ImportError as exc:
                     print(f"  ({name}: {exc.name} is not installed: pip install "
                           "'shoal[bench]'; skipped)")

@@ -1,12 +1,16 @@
 """The peers shoal is measured beside: one request each (load, change one key, save).
 
-Each builder prepares a session of about 500 bytes (``SESSION``) and returns
-a ``Request``: a function that loads that session, sets ``visits`` and saves
-it, through the peer's own session API, the way its framework does per HTTP
-request (the HTTP layer itself is left out, as it is for shoal's rows, so the
-rows compare session work with session work). Builders raise ``ImportError``
-when the peer is not installed (``pip install 'shoal[bench]'``); the caller
-skips that row with a note.
+Each session library's builder returns a ``Contestant``: ``new()`` makes a
+session of about 500 bytes (``SESSION``) and gives its id; ``visit(id, i)``
+loads that session, sets ``visits`` and saves it, through the library's own
+session API, the way its framework does per HTTP request. The latency rows
+time ``visit`` on one session (``timed``; the HTTP layer left out, as it is
+for shoal's rows, so the rows compare session work with session work); the
+throughput part serves the same ``Contestant`` under gunicorn, one session
+per client cookie (``_served.py``). The floors and the ASGI contestants are
+plain ``Request`` builders. Builders raise ``ImportError`` when the peer is
+not installed (``pip install 'shoal[bench]'``); the caller skips that row
+with a note.
 
 Each builder also takes ``counter``: a callable the peer increments to count
 how often its shared counter key was saved, for the lost-update benchmark
@@ -20,44 +24,73 @@ import json
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from benchmarks._timing import PAYLOAD, SESSION, Request
 
 __all__ = [
     "Bump",
+    "Contestant",
     "beaker",
     "django_peer",
     "floor_cookie_redis",
     "floor_redis",
     "flask_session",
-    "shoal_request",
+    "shoal",
+    "timed",
 ]
 
 Bump = Callable[[str], None]
 """One request that adds a key of its own (``own``) and increments ``counter``."""
 
 
+@dataclass(frozen=True)
+class Contestant:
+    """A session library's request, by session id: one piece that the latency rows
+    time in process and the throughput part serves over HTTP (rather than a WSGI
+    app per peer beside these builders: two copies of each peer's setup)."""
+
+    new: Callable[[], str]
+    """Make a session holding ``SESSION``; its id (what the cookie carries)."""
+    visit: Callable[[str, int], str]
+    """One request on session ``id``: load, set ``visits`` to ``i``, save; the id
+    after it (a library may re-key: Django's signed cookies carry the data)."""
+
+
+def timed(contestant: Contestant) -> Request:
+    """The latency rows' request: ``visit`` on one session made here."""
+    sid = contestant.new()
+
+    def request(i: int) -> None:
+        nonlocal sid
+        sid = contestant.visit(sid, i)
+
+    return request
+
+
 # -- shoal ------------------------------------------------------------------------
 
 
-def shoal_request(manager: Any, *, change: bool = True) -> Request:
-    with manager.open() as session:
-        session.update(SESSION)
-    sid = session.id
-    if not change:
+def shoal(manager: Any, *, change: bool = True) -> Contestant:
+    """``manager.open`` per request; ``change=False``: a request that only reads."""
 
-        def read(i: int) -> None:
-            with manager.open(sid) as session:
-                assert session["theme"] == "dark"
+    def new() -> str:
+        with manager.open() as session:
+            session.update(SESSION)
+        return str(session.id)
 
-        return read
-
-    def request(i: int) -> None:
+    def visit(sid: str, i: int) -> str:
         with manager.open(sid) as session:
             session["visits"] = i
+        return str(session.id)
 
-    return request
+    def read(sid: str, i: int) -> str:
+        with manager.open(sid) as session:
+            assert session["theme"] == "dark"
+        return str(session.id)
+
+    return Contestant(new, visit if change else read)
 
 
 # -- floors -----------------------------------------------------------------------
@@ -151,25 +184,28 @@ def floor_sqlite(
 # -- Beaker -----------------------------------------------------------------------
 
 
-def beaker(options: dict[str, Any]) -> Request:
+def beaker(options: dict[str, Any]) -> Contestant:
     """Beaker's ``Session`` with ``options`` (``type`` = file, ext:redis, ext:sqla...)."""
     from beaker.session import Session  # type: ignore[import-untyped,unused-ignore]
 
     options = {"use_cookies": False, **options}
-    first = Session({}, **options)
-    first.update(SESSION)
-    first.save()
-    sid = first.id
 
-    def request(i: int) -> None:
+    def new() -> str:
+        first = Session({}, **options)
+        first.update(SESSION)
+        first.save()
+        return str(first.id)
+
+    def visit(sid: str, i: int) -> str:
         session = Session({}, id=sid, **options)
         session["visits"] = i
         session.save()
+        return str(session.id)
 
-    return request
+    return Contestant(new, visit)
 
 
-def beaker_sqla(url: str, lock_dir: str) -> Request:
+def beaker_sqla(url: str, lock_dir: str) -> Contestant:
     import sqlalchemy as sa
     from beaker.ext.sqla import SqlaNamespaceManager, make_cache_table  # type: ignore[import-untyped,unused-ignore]
 
@@ -183,8 +219,8 @@ def beaker_sqla(url: str, lock_dir: str) -> Request:
 # -- Flask-Session ------------------------------------------------------------------
 
 
-def flask_session(config: dict[str, Any]) -> Request:
-    """Flask-Session's interface (open_session/save_session on one prepared request)."""
+def flask_session(config: dict[str, Any]) -> Contestant:
+    """Flask-Session's interface (open_session/save_session on a prepared request)."""
     from flask import Flask
     from flask_session import Session  # type: ignore[import-untyped,unused-ignore]
 
@@ -199,27 +235,36 @@ def flask_session(config: dict[str, Any]) -> Request:
     with app.app_context():
         Session(app)
     interface = app.session_interface
-    with app.test_request_context():
-        from flask import request as current
-
-        first = interface.open_session(app, current)
-        assert first is not None
-        first.update(SESSION)
-        response = app.response_class()
-        interface.save_session(app, first, response)
-        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
-    context = app.test_request_context(headers={"Cookie": cookie})
-    context.push()  # one prepared request, so only the session work is timed
-    prepared = context.request
+    cookie_name = app.config["SESSION_COOKIE_NAME"]
+    # One prepared request per session id, pushed once, so only the session work
+    # is timed (a request context per visit would time Werkzeug's environ
+    # building too); as many as there are clients.
+    prepared: dict[str, Any] = {}
     response = app.response_class()
 
-    def request(i: int) -> None:
-        session = interface.open_session(app, prepared)
+    def new() -> str:
+        with app.test_request_context():
+            from flask import request as current
+
+            first = interface.open_session(app, current)
+            assert first is not None
+            first.update(SESSION)
+            interface.save_session(app, first, app.response_class())
+            return str(first.sid)
+
+    def visit(sid: str, i: int) -> str:
+        request = prepared.get(sid)
+        if request is None:
+            context = app.test_request_context(headers={"Cookie": f"{cookie_name}={sid}"})
+            context.push()
+            request = prepared[sid] = context.request
+        session = interface.open_session(app, request)
         assert session is not None
         session["visits"] = i
         interface.save_session(app, session, response)
+        return str(session.sid)
 
-    return request
+    return Contestant(new, visit)
 
 
 # -- Django -----------------------------------------------------------------------
@@ -229,7 +274,11 @@ class DjangoPeer:
     """Django's session backends on one configuration: db (an alias per store), cache
     (Redis), cached_db, signed_cookies. Django is configured once per process."""
 
-    def __init__(self, sqlite_path: str, pg_url: str | None, redis_url: str | None) -> None:
+    def __init__(
+        self, sqlite_path: str, pg_url: str | None, redis_url: str | None, *, migrate: bool = True
+    ) -> None:
+        """``migrate=False``: the tables exist (a served worker of a run whose
+        process migrated them: four workers migrating at once would race)."""
         import django  # type: ignore[import-untyped,unused-ignore]
         from django.conf import settings  # type: ignore[import-untyped,unused-ignore]
 
@@ -282,7 +331,7 @@ class DjangoPeer:
         django.setup()
         from django.core.management import call_command  # type: ignore[import-untyped,unused-ignore]
 
-        for alias in databases:
+        for alias in databases if migrate else ():
             call_command("migrate", database=alias, verbosity=0)
         from django.db import connections  # type: ignore[import-untyped,unused-ignore]
 
@@ -290,26 +339,28 @@ class DjangoPeer:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
 
-    def request(self, backend: str, alias: str = "default") -> Request:
+    def contestant(self, backend: str, alias: str = "default") -> Contestant:
         """``backend``: db, cache, cached_db or signed_cookies."""
         import importlib
 
         module = importlib.import_module(f"django.contrib.sessions.backends.{backend}")
         store_class = module.SessionStore
-        self.alias = alias
-        first = store_class()
-        first.update(SESSION)
-        first.save()
-        key = [first.session_key]
 
-        def request(i: int) -> None:
+        def new() -> str:
+            self.alias = alias
+            first = store_class()
+            first.update(SESSION)
+            first.save()
+            return str(first.session_key)
+
+        def visit(sid: str, i: int) -> str:
             self.alias = alias  # the variants interleave: route this request's queries
-            session = store_class(key[0])
+            session = store_class(sid)
             session["visits"] = i  # loads, then marks it modified
             session.save()
-            key[0] = session.session_key  # signed_cookies: the new cookie value
+            return str(session.session_key)  # signed_cookies: the new cookie value
 
-        return request
+        return Contestant(new, visit)
 
 
 # -- ASGI: Starlette, starsessions, shoal -----------------------------------------------

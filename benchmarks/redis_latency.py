@@ -78,20 +78,22 @@ def floor(url: str) -> Request:
 def shoal(url: str, policy: str, *, change: bool = True) -> Request:
     # touch_interval as the default (60 s): no request here is due a touch.
     manager = SessionManager(open_store(url), app_id=f"bench{uuid.uuid4().hex[:6]}", policy=policy)
-    return _peers.shoal_request(manager, change=change)
+    return _peers.timed(_peers.shoal(manager, change=change))
 
 
 def beaker(url: str) -> Request:
-    return _peers.beaker({"type": "ext:redis", "url": url})
+    return _peers.timed(_peers.beaker({"type": "ext:redis", "url": url}))
 
 
 def flask_session(url: str) -> Request:
-    return _peers.flask_session({"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(url)})
+    return _peers.timed(
+        _peers.flask_session({"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(url)})
+    )
 
 
 def django_cache(url: str) -> Request:
     sqlite_path = os.path.join(tempfile.mkdtemp(prefix="shoal-bench-"), "django.db")
-    return _peers.DjangoPeer(sqlite_path, None, url).request("cache")
+    return _peers.timed(_peers.DjangoPeer(sqlite_path, None, url).contestant("cache"))
 
 
 PEERS: dict[str, Callable[[str], Request]] = {
