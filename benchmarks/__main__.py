@@ -32,7 +32,7 @@ import json
 import platform
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -232,6 +232,13 @@ def _report(out: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(head: str, align: str, rows: Iterable[list[Any]]) -> list[str]:
+    """A Markdown table after a blank line: ``head``'s columns split on ``|``,
+    ``align`` one letter a column (``l`` left, ``r`` right)."""
+    rule = " | ".join("---:" if a == "r" else "---" for a in align)
+    return ["", f"| {head} |", f"| {rule} |", *("| " + " | ".join(map(str, r)) + " |" for r in rows)]
+
+
 def markdown(out: dict[str, Any]) -> str:
     """The run's tables as Markdown."""
     lines: list[str] = []
@@ -245,29 +252,28 @@ def markdown(out: dict[str, Any]) -> str:
         lines.append(f"| {r['variant']} | {r['median_us']:.0f} | {r['p99_us']:.0f} "
                      f"| {r['ratio']:.2f} |")  # fmt: skip
     if out.get("lost_updates"):
-        lines += ["", "| store | contestant | own keys lost | counter increments lost |",
-                  "| --- | --- | ---: | ---: |"]  # fmt: skip
-        for r in out["lost_updates"]:
-            cell = "error" if r["error"] else None
-            lines.append(f"| {r['store']} | {r['contestant']} | "
-                         f"{cell or str(r['lost_keys']) + ' / ' + str(r['writes'])} | "
-                         f"{cell or str(r['lost_increments']) + ' / ' + str(r['writes'])} |")  # fmt: skip
+
+        def lost(r: dict[str, Any], key: str) -> str:
+            return "error" if r["error"] else f"{r[key]} / {r['writes']}"
+
+        lines += _table("store | contestant | own keys lost | counter increments lost", "llrr",
+                        ([r["store"], r["contestant"], lost(r, "lost_keys"),
+                          lost(r, "lost_increments")] for r in out["lost_updates"]))  # fmt: skip
     if out.get("throughput"):
-        lines += ["", "| served by gunicorn (4 sync workers) | requests/s | × bare app "
-                  "| p50 ms | p99 ms | requests | errors |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-        for r in out["throughput"]:
-            lines.append(f"| {r['contestant']} | {r['rps']:.0f} | {r['ratio']:.2f} | "
-                         f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['requests']} | "
-                         f"{r['errors']} |")  # fmt: skip
+        lines += _table(
+            "served by gunicorn (4 sync workers) | requests/s | × bare app | p50 ms | p99 ms "
+            "| requests | errors", "lrrrrrr",
+            ([r["contestant"], f"{r['rps']:.0f}", f"{r['ratio']:.2f}", f"{r['p50_ms']:.2f}",
+              f"{r['p99_ms']:.2f}", r["requests"], r["errors"]] for r in out["throughput"]),
+        )  # fmt: skip
     if out.get("contention"):
-        lines += ["", "| store | policy | clients | requests/s | p50 ms | p99 ms "
-                  "| retries per request | increments lost |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-        for r in out["contention"]:
-            lines.append(f"| {r['store']} | {r['policy']} | {r['clients']} | {r['rps']:.0f} | "
-                         f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                         f"{r['conflicts_per_req']:.2f} | {r['lost']} / {r['requests']} |")  # fmt: skip
+        lines += _table(
+            "store | policy | clients | requests/s | p50 ms | p99 ms | retries per request "
+            "| increments lost", "llrrrrrr",
+            ([r["store"], r["policy"], r["clients"], f"{r['rps']:.0f}", f"{r['p50_ms']:.2f}",
+              f"{r['p99_ms']:.2f}", f"{r['conflicts_per_req']:.2f}",
+              f"{r['lost']} / {r['requests']}"] for r in out["contention"]),
+        )  # fmt: skip
     if "scale" in out:
         s = out["scale"]
         lines += ["", "| sessions in Redis | payload B | MEMORY USAGE B | over payload B "

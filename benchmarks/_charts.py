@@ -86,11 +86,11 @@ def draw(
         written.append(path)
     if served:
         fig, ax = plt.subplots(figsize=(9, 0.32 * len(served) + 1.5))
-        names = [r["contestant"] for r in served]
-        ax.barh(names, [r["ratio"] for r in served], color=[_colour(n) for n in names])
-        for y, r in enumerate(served):
-            ax.text(r["ratio"], y, f" {r['ratio']:.2f}x ({r['rps']:.0f} req/s)", va="center",
-                    fontsize=8)  # fmt: skip
+        names = [row["contestant"] for row in served]
+        ax.barh(names, [row["ratio"] for row in served], color=[_colour(n) for n in names])
+        for y, row in enumerate(served):
+            ax.text(row["ratio"], y, f" {row['ratio']:.2f}x ({row['rps']:.0f} req/s)",
+                    va="center", fontsize=8)  # fmt: skip
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.invert_yaxis()
         ax.set_xlim(0, 1.45)

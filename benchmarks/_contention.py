@@ -17,7 +17,6 @@ common start and at most ``MAX_REQUESTS`` requests. ``python -m benchmarks
 
 from __future__ import annotations
 
-import multiprocessing
 import statistics
 import time
 import uuid
@@ -25,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks._together import p99, together
 from shoal import ConflictError, SessionManager
 
 __all__ = ["POLICIES", "ContentionRow", "print_contention", "run", "run_contention"]
@@ -32,7 +32,6 @@ __all__ = ["POLICIES", "ContentionRow", "print_contention", "run", "run_contenti
 POLICIES = ("lossy", "merge", "optimistic", "serialized")
 MAX_REQUESTS = 200_000  # per client: the count bound beside the time bound
 _RETRIES = 10_000  # optimistic re-runs of one request at the most
-_SPAWN = multiprocessing.get_context("spawn")
 
 
 def client(
@@ -86,33 +85,16 @@ def run(url: str, policy: str, clients: int, seconds: float) -> ContentionRow:
     with manager.open() as session:
         session["n"] = 0
     sid = session.id
-    start = _SPAWN.Barrier(clients)
-    out = _SPAWN.Queue()
-    procs = [
-        _SPAWN.Process(
-            target=client, args=(url, app_id, sid, policy, f"bench-{i}", seconds, start, out)
-        )
-        for i in range(clients)
-    ]
-    for proc in procs:
-        proc.start()
-    try:
-        results = [out.get(timeout=seconds + 180) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(30)
-            if proc.is_alive():
-                proc.kill()
-    errors = [r["error"] for r in results if "error" in r]
-    if errors:
-        raise RuntimeError("\n".join(errors))
+    results = together(
+        client, [(url, app_id, sid, policy, f"bench-{i}", seconds) for i in range(clients)],
+        timeout=seconds + 180,
+    )  # fmt: skip
     latencies = sorted(x for r in results for x in r["latencies"])
     conflicts = sum(r["conflicts"] for r in results)
     with manager.open(sid, read_only=True) as session:
         final = session["n"]
     manager.close()
     count = len(latencies)
-    p99 = latencies[min(count - 1, int(count * 0.99))]
     return ContentionRow(
         store=url.split(":", 1)[0],
         policy=policy,
@@ -120,7 +102,7 @@ def run(url: str, policy: str, clients: int, seconds: float) -> ContentionRow:
         requests=count,
         rps=count / seconds,
         p50_ms=statistics.median(latencies) * 1000,
-        p99_ms=p99 * 1000,
+        p99_ms=p99(latencies) * 1000,
         conflicts_per_req=conflicts / count,
         lost=count - final,
     )

@@ -250,7 +250,7 @@ def flask_session(config: dict[str, Any]) -> Contestant:
             assert first is not None
             first.update(SESSION)
             interface.save_session(app, first, app.response_class())
-            return str(first.sid)
+            return str(first.sid)  # type: ignore[attr-defined]  # a ServerSideSession
 
     def visit(sid: str, i: int) -> str:
         request = prepared.get(sid)
@@ -262,7 +262,7 @@ def flask_session(config: dict[str, Any]) -> Contestant:
         assert session is not None
         session["visits"] = i
         interface.save_session(app, session, response)
-        return str(session.sid)
+        return str(session.sid)  # type: ignore[attr-defined]
 
     return Contestant(new, visit)
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import multiprocessing
 import os
 import select
 import statistics
@@ -46,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks._together import p99, together
+
 __all__ = ["BARE", "ServedResult", "app", "print_throughput", "run_throughput", "wsgi_app"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,6 @@ COOKIE = "bench"
 _CONFIG = "SHOAL_BENCH_SERVE"  # the contestant and the run's servers, as JSON
 _READY = "SHOAL_BENCH_READY"  # the FIFO each worker writes one byte to once built
 _FAILED = b"!"
-_SPAWN = multiprocessing.get_context("spawn")
 
 # The latency rows served here, in the table's order. --quick and --smoke
 # serve a subset: shoal on each store under merge, Redis serialized, and the
@@ -256,24 +256,9 @@ def drive(
     port: int, session: bool, clients: int, warmup: int, requests: int, seconds: float
 ) -> dict[str, Any]:
     """``clients`` client processes at once against ``port``: every latency, errors, span."""
-    start = _SPAWN.Barrier(clients)
-    out = _SPAWN.Queue()
-    procs = [
-        _SPAWN.Process(target=client, args=(port, session, warmup, requests, seconds, start, out))
-        for _ in range(clients)
-    ]
-    for proc in procs:
-        proc.start()
-    try:
-        results = [out.get(timeout=seconds + 240) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(30)
-            if proc.is_alive():
-                proc.kill()
-    failed = [r["error"] for r in results if "error" in r]
-    if failed:
-        raise RuntimeError("; ".join(failed))
+    results = together(
+        client, [(port, session, warmup, requests, seconds)] * clients, timeout=seconds + 240
+    )
     return {
         "latencies": sorted(x for r in results for x in r["latencies"]),
         "errors": sum(r["errors"] for r in results),
@@ -309,14 +294,14 @@ def run_throughput(
         lat = run["latencies"]
         rps = len(lat) / run["span"] if lat and run["span"] > 0 else 0.0
         bare_rps = rps if name == BARE else bare_rps
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        tail = p99(lat)
         results.append(ServedResult(
             name, clients, len(lat), run["errors"], run["span"], rps,
-            statistics.median(lat) * 1e3 if lat else 0.0, p99 * 1e3,
+            statistics.median(lat) * 1e3 if lat else 0.0, tail * 1e3,
             rps / bare_rps if bare_rps else 0.0,
         ))  # fmt: skip
         print(f"  {name:<30} {rps:8.0f} req/s  p50 {results[-1].p50_ms:6.2f} ms  "
-              f"p99 {p99 * 1e3:6.2f} ms  errors {run['errors']}", flush=True)  # fmt: skip
+              f"p99 {tail * 1e3:6.2f} ms  errors {run['errors']}", flush=True)  # fmt: skip
     return results
 
 
