@@ -39,7 +39,7 @@ ASYNC_STORE_KINDS: dict[str, str] = {
     "redis-async": "redis",
     "redis-cluster-async": "redis-cluster",
     "redis-sentinel-async": "redis-sentinel",
-    "postgresql-async": "postgresql",
+    "postgresql-threaded": "postgresql",
     "sqlite-threaded": "sqlite",
 }
 
