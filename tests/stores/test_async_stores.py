@@ -34,7 +34,8 @@ from shoal.stores._threaded import ThreadedStore  # noqa: E402
 from shoal.stores.base import LoadStatus, LockRequest, NewRecord, RecordKey  # noqa: E402
 from shoal.stores.redis_async import AsyncRedisStore  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
-from tests.servers.availability import redis_unavailable, skip_or_fail  # noqa: E402
+from tests.faults._stream import private_server  # noqa: E402
+from tests.servers.availability import redis_unavailable  # noqa: E402
 
 STALL = 2.0  # seconds Redis stays stopped, at least
 WORST_RATIO = 4  # the worst probe lag stays under STALL / WORST_RATIO
@@ -44,10 +45,7 @@ PATIENCE = 30.0  # bound of every wait
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A Redis of this test's own: killing or stopping it disturbs no other test."""
-    reason = redis_unavailable()
-    if reason is not None:
-        skip_or_fail(reason)
-    with RedisServer() as server:
+    with private_server(redis_unavailable, RedisServer) as server:
         yield server
 
 
