@@ -207,3 +207,30 @@ def test_one_store_awaited_from_two_loops(private_redis: RedisServer, app_id: st
 
     assert asyncio.run(create())
     assert asyncio.run(load()) is LoadStatus.LOADED
+
+
+def test_async_failures_open_the_breaker_the_sync_store_shares(app_id: str) -> None:
+    # Nothing listens on port 1: refused at once. The client name makes the
+    # URL (and so its process-wide breaker) this test's own.
+    url = f"redis://127.0.0.1:1/0?breaker_threshold=2&breaker_slow=60&client_name={app_id}"
+    async_store = open_async_store(url)
+    sync_store = open_store(url)
+    key = RecordKey(app_id, "b" * 64)
+    assert isinstance(async_store, AsyncBreakerStore)
+
+    async def fail_twice() -> None:
+        try:
+            for _ in range(2):
+                with pytest.raises(StoreUnavailable) as refused:
+                    await async_store.load(key, now=0.0)
+                assert "circuit open" not in str(refused.value)
+        finally:
+            await async_store.aclose()
+
+    try:
+        asyncio.run(fail_twice())
+        with pytest.raises(StoreUnavailable, match="circuit open"):
+            sync_store.load(key, now=0.0)  # failed fast: the async calls opened it
+    finally:
+        async_store.breaker.reset()
+        sync_store.close()
