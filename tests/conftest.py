@@ -32,6 +32,31 @@ STORE_KINDS: dict[str, StoreURLFactory] = {
 }
 
 
+# The same stores through their AsyncStore (stores.open_async_store), each call
+# awaited (tests/_async_facade.py): name -> the kind whose URL it opens. The
+# store contract suite runs on these too (tests/contract/test_store_contract.py).
+ASYNC_STORE_KINDS: dict[str, str] = {
+    "redis-async": "redis",
+    "redis-cluster-async": "redis-cluster",
+    "redis-sentinel-async": "redis-sentinel",
+    "postgresql-threaded": "postgresql",
+    "sqlite-threaded": "sqlite",
+}
+
+
+def open_kind(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """An empty store of ``kind`` (a STORE_KINDS or ASYNC_STORE_KINDS name), opened."""
+    if kind in ASYNC_STORE_KINDS:
+        from shoal.stores import open_async_store
+        from tests._async_facade import SyncFacade
+
+        url = STORE_KINDS[ASYNC_STORE_KINDS[kind]](request, tmp_path)
+        facade: Any = SyncFacade(lambda: open_async_store(url))
+        opened: Store = facade
+        return opened
+    return open_store(STORE_KINDS[kind](request, tmp_path))
+
+
 def redis_master_ports(server: Any, fixture: str) -> list[int]:
     """The ports of every master of a private Redis server/Cluster/Sentinel set."""
     if fixture == "redis_cluster":

@@ -7,6 +7,8 @@ so nothing here sleeps.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,11 +22,20 @@ from shoal.stores.base import (
     Store,
     Touch,
 )
+from tests.conftest import ASYNC_STORE_KINDS, STORE_KINDS, open_kind
 
 # Near the real time: stores with native expiry (Redis TTLs) see the same
 # clock, so records the test keeps alive are not expired by the server.
 T0 = float(int(time.time()))
 IDLE = 100.0
+
+
+@pytest.fixture(params=sorted([*STORE_KINDS, *ASYNC_STORE_KINDS]))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store kind, sync and async: the async ones through a sync facade."""
+    opened = open_kind(request.param, request, tmp_path)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

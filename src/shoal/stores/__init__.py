@@ -8,13 +8,13 @@ missing.
 from __future__ import annotations
 
 import importlib
-from typing import Final
+from typing import Any, Final
 
 from ..errors import ConfigError
 from ._url import mask_url, split_url, url_scheme
 from .base import AsyncStore, Store
 
-__all__ = ["NETWORK_MODULES", "SCHEMES", "AsyncStore", "Store", "open_async_store", "open_store"]
+__all__ = ["ASYNC_MODULES", "NETWORK_MODULES", "SCHEMES", "AsyncStore", "Store", "open_async_store", "open_store"]
 
 # scheme -> (module, class, pip extra needed or None)
 SCHEMES: Final[dict[str, tuple[str, str, str | None]]] = {
@@ -44,18 +44,8 @@ NETWORK_MODULES: Final = frozenset(
 
 def open_store(url: str) -> Store:
     """The store for ``url``; ``ConfigError`` lists valid schemes when unknown."""
-    scheme = url_scheme(url)
-    entry = SCHEMES.get(scheme)
-    if entry is None:
-        valid = ", ".join(f"{s}://" for s in sorted(SCHEMES))
-        raise ConfigError(f"unknown session store URL {mask_url(url)!r}; valid schemes: {valid}")
-    split_url(url)  # a URL urlsplit cannot parse is a ConfigError, before anything reads it
-    module_name, class_name, extra = entry
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = f"pip install 'shoal[{extra}]'" if extra else "reinstall shoal"
-        raise ConfigError(f"the {scheme}:// store needs {exc.name}: {hint}") from exc
+    module_name, class_name, extra = _entry(url)
+    module = _import(module_name, url, extra)
     if module_name not in NETWORK_MODULES:
         store: Store = getattr(module, class_name).from_url(url)
         return store
@@ -68,12 +58,54 @@ def open_store(url: str) -> Store:
     return BreakerStore(inner, breaker_for(url, settings))
 
 
+# scheme module -> (module, class) of its native AsyncStore. The others
+# (memory, SQLite, file, dbm, MySQL, and PostgreSQL until its async store
+# lands: docs/stores-sql.md) run their sync calls in a store thread.
+ASYNC_MODULES: Final[dict[str, tuple[str, str]]] = {
+    "shoal.stores.redis": ("shoal.stores.redis_async", "AsyncRedisStore"),
+}
+
+
+def _entry(url: str) -> tuple[str, str, str | None]:
+    """The SCHEMES entry of ``url``; ``ConfigError`` lists valid schemes when unknown."""
+    scheme = url_scheme(url)
+    entry = SCHEMES.get(scheme)
+    if entry is None:
+        valid = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        raise ConfigError(f"unknown session store URL {mask_url(url)!r}; valid schemes: {valid}")
+    split_url(url)  # a URL urlsplit cannot parse is a ConfigError, before anything reads it
+    return entry
+
+
+def _import(module_name: str, url: str, extra: str | None) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"pip install 'shoal[{extra}]'" if extra else "reinstall shoal"
+        raise ConfigError(f"the {url_scheme(url)}:// store needs {exc.name}: {hint}") from exc
+
+
 def open_async_store(url: str) -> AsyncStore:
-    """The ``AsyncStore`` for ``url``: the same store, its calls off the event loop.
+    """The ``AsyncStore`` for ``url``, behind the same circuit breaker as ``open_store(url)``.
 
-    Each call of the sync store runs in a store thread (``stores/_threaded.py``),
-    behind the same circuit breaker as ``open_store(url)``.
+    Redis (every redis* scheme) has a native async store (``redis.asyncio``)
+    sharing its scripts, layout and parsing with the sync one. Every other
+    store runs each sync call in a store thread (``stores/_threaded.py``):
+    PostgreSQL for now (its native store is not written yet) and MySQL
+    (PyMySQL has no async twin); see docs/stores-sql.md.
     """
-    from ._threaded import ThreadedStore
+    module_name, _class_name, extra = _entry(url)
+    native = ASYNC_MODULES.get(module_name)
+    if native is None:
+        from ._threaded import ThreadedStore
 
-    return ThreadedStore(open_store(url))
+        return ThreadedStore(open_store(url))
+    from ._breaker import AsyncBreakerStore, breaker_for, split_breaker_options
+
+    async_module, async_class = native
+    _import(module_name, url, extra)  # the sync module names the missing extra first
+    store_url, settings = split_breaker_options(url)
+    inner: AsyncStore = getattr(_import(async_module, url, extra), async_class).from_url(store_url)
+    if settings is None:
+        return inner
+    return AsyncBreakerStore(inner, breaker_for(url, settings))

@@ -66,8 +66,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, StoreUnavailable
 from ._url import boolean, mask_url
+from ._forward import AsyncForwarder
 from .base import (
     ApplyResult,
+    AsyncStore,
     Change,
     LoadResult,
     LockRequest,
@@ -79,10 +81,12 @@ from .base import (
 )
 
 __all__ = [
+    "AsyncBreakerStore",
     "BreakerSettings",
     "BreakerState",
     "BreakerStore",
     "CircuitBreaker",
+    "Gate",
     "breaker_for",
     "split_breaker_options",
 ]
@@ -322,6 +326,40 @@ class CircuitBreaker:
         self._refused = self._refused_since_summary = 0
 
 
+class Gate:
+    """One store call through ``breaker``: ``with Gate(breaker, url):`` around it.
+
+    A plain (sync) context manager, so the sync ``BreakerStore`` and the
+    async ``AsyncBreakerStore`` put their calls through the same steps: admit
+    or refuse (``before``), then report the outcome (``success``,
+    ``failure`` with the time it took, or ``neutral`` for an error that
+    tells nothing about the store, a cancellation included). Nothing in it
+    blocks: the breaker's lock is held for a few attribute writes.
+    Rejected: an async copy of ``BreakerStore._call``.
+    """
+
+    __slots__ = ("_breaker", "_probe", "_started", "_store")
+
+    def __init__(self, breaker: CircuitBreaker, store: str) -> None:
+        self._breaker = breaker
+        self._store = store
+        self._probe = False
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._probe = self._breaker.before(self._store)
+        self._started = self._breaker.clock()
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        breaker = self._breaker
+        if exc is None:
+            breaker.success(self._probe)
+        elif isinstance(exc, StoreUnavailable):
+            breaker.failure(self._probe, exc, elapsed=breaker.clock() - self._started)
+        else:
+            breaker.neutral(self._probe)
+
+
 class BreakerStore:
     """A ``Store`` that passes every call through its ``CircuitBreaker``.
 
@@ -347,19 +385,8 @@ class BreakerStore:
         return type(self.store)
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        breaker = self.breaker
-        probe = breaker.before(self.url)
-        started = breaker.clock()
-        try:
-            result = method(*args, **kwargs)
-        except StoreUnavailable as exc:
-            breaker.failure(probe, exc, elapsed=breaker.clock() - started)
-            raise
-        except BaseException:
-            self.breaker.neutral(probe)
-            raise
-        self.breaker.success(probe)
-        return result
+        with Gate(self.breaker, self.url):
+            return method(*args, **kwargs)
 
     def load(
         self,
@@ -404,6 +431,38 @@ class BreakerStore:
 
     def close(self) -> None:
         self.store.close()
+
+
+class AsyncBreakerStore(AsyncForwarder):
+    """An ``AsyncStore`` whose calls pass through a ``CircuitBreaker``: the sync one's gate.
+
+    The breaker is the one ``open_store`` gives the sync store of the same
+    URL (``breaker_for``), so a sync and an async manager of one process
+    learn of an outage together. ``wait_unlocked`` and ``aclose`` pass
+    through ungated, as in ``BreakerStore``.
+    """
+
+    def __init__(self, store: AsyncStore, breaker: CircuitBreaker) -> None:
+        self.store = store
+        self.breaker = breaker
+        self.url = store.url
+
+    def __repr__(self) -> str:
+        return f"<AsyncBreakerStore {self.breaker.state.value} {self.store!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def _forward(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(self.store, name)
+        if name in _UNGATED:
+            return await method(*args, **kwargs)
+        with Gate(self.breaker, self.url):
+            return await method(*args, **kwargs)
+
+
+# Calls that tell nothing of the store's health (see the module docs).
+_UNGATED = frozenset({"wait_unlocked", "aclose"})
 
 
 # -- the process-wide registry --------------------------------------------------

@@ -20,21 +20,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from .base import (
-    ApplyResult,
-    Change,
-    LoadResult,
-    LockRequest,
-    NewRecord,
-    RecordInfo,
-    RecordKey,
-    Store,
-    Touch,
-)
+from ._forward import AsyncForwarder
+from .base import Store
 
 __all__ = ["ThreadedStore", "run_in_thread"]
 
@@ -78,7 +69,7 @@ async def run_in_thread(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _
         raise
 
 
-class ThreadedStore:
+class ThreadedStore(AsyncForwarder):
     """``store``'s calls awaited, each run in a store thread."""
 
     def __init__(self, store: Store) -> None:
@@ -88,46 +79,11 @@ class ThreadedStore:
     def __repr__(self) -> str:
         return f"<ThreadedStore {self.store!r}>"
 
-    async def load(
-        self,
-        key: RecordKey,
-        *,
-        now: float,
-        touch: Touch | None = None,
-        lock: LockRequest | None = None,
-    ) -> LoadResult:
-        return await run_in_thread(self.store.load, key, now=now, touch=touch, lock=lock)
-
-    async def create(
-        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
-    ) -> bool:
-        return await run_in_thread(self.store.create, key, record, now=now, lock=lock)
-
-    async def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
-        return await run_in_thread(self.store.apply, key, change, now=now)
-
-    async def invalidate(
-        self, key: RecordKey, *, now: float, lease_token: str | None = None
-    ) -> bool:
-        return await run_in_thread(self.store.invalidate, key, now=now, lease_token=lease_token)
-
-    async def delete(self, key: RecordKey) -> bool:
-        return await run_in_thread(self.store.delete, key)
-
-    async def unlock(self, key: RecordKey, token: str) -> None:
-        await run_in_thread(self.store.unlock, key, token)
-
-    async def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
-        return await run_in_thread(self.store.renew, key, token, now=now, lease=lease)
-
-    async def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
-        await run_in_thread(self.store.wait_unlocked, key, timeout)
-
-    async def records(self, app_id: str | None = None) -> Sequence[RecordInfo]:
-        return await run_in_thread(lambda: list(self.store.records(app_id)))
-
-    async def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
-        return await run_in_thread(self.store.purge, now=now, grace=grace, limit=limit)
-
-    async def aclose(self) -> None:
-        await run_in_thread(self.store.close)
+    async def _forward(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        if name == "aclose":
+            return await run_in_thread(self.store.close)
+        if name == "records":
+            # The listing is read in full in the thread: a generator would
+            # do its I/O on the loop, one step at a time.
+            return await run_in_thread(lambda: list(self.store.records(*args, **kwargs)))
+        return await run_in_thread(getattr(self.store, name), *args, **kwargs)

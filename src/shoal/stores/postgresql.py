@@ -34,6 +34,7 @@ process-wide circuit breaker of its URL (``_breaker.py``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -651,26 +652,12 @@ class PostgresStore:
         # A touch is due (at most once per touch interval): one UPDATE that
         # re-checks it and answers with the row either way.
         assert touch is not None
-        params = {
-            **self._key(key),
-            "now": now,
-            "idle": touch.idle_timeout,
-            "before": touch.if_accessed_before,
-        }
-        row = self._run(self._q.touch, params, _one)
-        return load_step(_record(row[1:]) if row else None, now=now, touch=None, lock=None)[0]
+        return touched(self._run(self._q.touch, touch_params(key, now, touch), _one), now)
 
     def _load_locked(
         self, key: RecordKey, *, now: float, touch: Touch | None, lock: LockRequest
     ) -> LoadResult:
-        params = {
-            **self._key(key),
-            "now": now,
-            "token": lock.token,
-            "lease": lock.lease,
-            "before": touch.if_accessed_before if touch else None,
-            "idle": touch.idle_timeout if touch else None,
-        }
+        params = lock_params(key, now, touch, lock)
         # Where the notifications stood before this load was sent: a release
         # after it wakes this thread's wait_unlocked (see _Waker).
         waker = self._waker_obj if self._pid == os.getpid() else None
@@ -681,83 +668,26 @@ class PostgresStore:
             return LoadResult(LoadStatus.LOADED, _record(row).to_record())
         # Refused: PG_LOAD_LOCK says why, atomically (or takes the lease, when
         # it came free since).
-        row = self._run(self._q.load_lock, params, _one)
-        if row is None:
-            return LoadResult(LoadStatus.ABSENT)
-        status, holder_until = row[0], row[1]
-        if status == "loaded":
-            return LoadResult(LoadStatus.LOADED, _record(row[2:]).to_record())
-        if status == "locked":
+        result = lock_answer(self._run(self._q.load_lock, params, _one))
+        if result.status is LoadStatus.LOCKED:
             self._marks()[key] = mark
-            return LoadResult(LoadStatus.LOCKED, locked_until=holder_until)
-        return LoadResult(LoadStatus(status))
+        return result
 
     def create(
         self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
     ) -> bool:
-        fields = {_map_key(k): {"v": 1, "d": _b64(v)} for k, v in record.fields.items()}
-        params = {
-            **self._key(key),
-            "created": record.created,
-            "now": now,
-            "expires": record.expires,
-            "absolute": record.absolute_expires,
-            "token": lock.token if lock else None,
-            "until": now + lock.lease if lock else 0.0,
-            "fields": _json(fields),
-        }
-        return self._run(self._q.create, params, _one) is not None
+        return self._run(self._q.create, create_params(key, record, now, lock), _one) is not None
 
     def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
-        params: dict[str, Any] = {
-            "app_id": key.app_id,
-            "id_hash": key.id_hash,
-            "now": now,
-            "idle": change.idle_timeout,
-            "set": _json({_map_key(k): _b64(v) for k, v in change.set.items()}),
-        }
-        deleted = [] if change.replace else [_map_key(k) for k in change.delete]
-        if deleted:
-            params["delete"] = deleted
-        fenced = change.lease_token is not None
-        if fenced:
-            params["token"] = change.lease_token
-        versioned = change.expect_version is not None
-        if versioned:
-            params["expect_version"] = change.expect_version
-        expect = bool(change.expect_fields)
-        if expect:
-            params["expect_fields"] = _json(
-                {_map_key(k): v for k, v in change.expect_fields.items()}
-            )
         # The save as it almost always goes: one UPDATE that checks and writes.
-        query = self._q.save(
-            replace=change.replace,
-            delete=bool(deleted),
-            fenced=fenced,
-            versioned=versioned,
-            expect=expect,
-            release=change.release,
-        )
+        query, params = save_plan(self._q, key, change, now)
         row = self._run(query, params, _one)
         if row is not None:
             return ApplyResult(ApplyStatus.OK, version=int(row[0]))
         # It wrote nothing: PG_APPLY says why, atomically (or writes, when the
         # row changed since in a way that lets the save through).
-        params.setdefault("delete", deleted)
-        params.setdefault("token", None)
-        params.setdefault("expect_version", None)
-        params["release"] = change.release
-        row = self._run(self._q.apply[change.replace, expect], params, _one)
-        if row is None:
-            return ApplyResult(ApplyStatus.GONE)
-        status, conflicts, version = row[0], row[1], row[2]
-        if status == "ok":
-            return ApplyResult(ApplyStatus.OK, version=int(version))
-        if status == "conflict":
-            keys = tuple(sorted(_unmap_key(k) for k in conflicts or ()))
-            return ApplyResult(ApplyStatus.CONFLICT, conflicts=keys)
-        return ApplyResult(ApplyStatus(status))
+        query, params = apply_plan(self._q, change, params)
+        return applied(self._run(query, params, _one))
 
     def invalidate(
         self, key: RecordKey, *, now: float, lease_token: str | None = None
@@ -792,9 +722,7 @@ class PostgresStore:
         return marks
 
     def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
-        rows = self._run(self._q.list, {"app_id": app_id}, _all)
-        for row in rows:
-            yield _record(row[2:]).info(RecordKey(row[0], row[1]))
+        yield from listed(self._run(self._q.list, {"app_id": app_id}, _all))
 
     def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
         params = {"cutoff": now - grace, "limit": limit}
@@ -805,14 +733,7 @@ class PostgresStore:
         from ..cluster._statements import PG_PURGE_RETURNING
 
         query = PG_PURGE_RETURNING.format(table=self._q.quoted_table)
-        rows = self._run(query, {"cutoff": now - grace, "limit": limit}, _all)
-        ended = []
-        for app_id, id_hash, invalidated, blob in rows:
-            fields = {
-                _unmap_key(k): binascii.a2b_base64(v["d"]) for k, v in orjson.loads(blob).items()
-            }
-            ended.append(Ended(RecordKey(app_id, id_hash), fields, bool(invalidated)))
-        return ended
+        return ended_rows(self._run(query, {"cutoff": now - grace, "limit": limit}, _all))
 
     def close(self) -> None:
         with self._lock:
@@ -861,6 +782,146 @@ class PostgresStore:
         conn = psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs)
         conn.execute(self._q.listen)
         return conn
+
+
+# -- statements' parameters and answers, shared with the async store -----------
+
+
+def touch_params(key: RecordKey, now: float, touch: Touch) -> dict[str, Any]:
+    """PG_TOUCH's parameters."""
+    return {
+        "app_id": key.app_id,
+        "id_hash": key.id_hash,
+        "now": now,
+        "idle": touch.idle_timeout,
+        "before": touch.if_accessed_before,
+    }
+
+
+def touched(row: tuple[Any, ...] | None, now: float) -> LoadResult:
+    """PG_TOUCH's answer (the row either way) as a load's result."""
+    return load_step(_record(row[1:]) if row else None, now=now, touch=None, lock=None)[0]
+
+
+def lock_params(
+    key: RecordKey, now: float, touch: Touch | None, lock: LockRequest
+) -> dict[str, Any]:
+    """PG_TAKE's and PG_LOAD_LOCK's parameters."""
+    return {
+        "app_id": key.app_id,
+        "id_hash": key.id_hash,
+        "now": now,
+        "token": lock.token,
+        "lease": lock.lease,
+        "before": touch.if_accessed_before if touch else None,
+        "idle": touch.idle_timeout if touch else None,
+    }
+
+
+def lock_answer(row: tuple[Any, ...] | None) -> LoadResult:
+    """PG_LOAD_LOCK's answer: why the lease was refused (or the row, taken after all)."""
+    if row is None:
+        return LoadResult(LoadStatus.ABSENT)
+    status, holder_until = row[0], row[1]
+    if status == "loaded":
+        return LoadResult(LoadStatus.LOADED, _record(row[2:]).to_record())
+    if status == "locked":
+        return LoadResult(LoadStatus.LOCKED, locked_until=holder_until)
+    return LoadResult(LoadStatus(status))
+
+
+def create_params(
+    key: RecordKey, record: NewRecord, now: float, lock: LockRequest | None
+) -> dict[str, Any]:
+    """PG_CREATE's parameters."""
+    fields = {_map_key(k): {"v": 1, "d": _b64(v)} for k, v in record.fields.items()}
+    return {
+        "app_id": key.app_id,
+        "id_hash": key.id_hash,
+        "created": record.created,
+        "now": now,
+        "expires": record.expires,
+        "absolute": record.absolute_expires,
+        "token": lock.token if lock else None,
+        "until": now + lock.lease if lock else 0.0,
+        "fields": _json(fields),
+    }
+
+
+def save_plan(
+    q: _Statements, key: RecordKey, change: Change, now: float
+) -> tuple[str, dict[str, Any]]:
+    """The PG_SAVE variant for ``change`` and its parameters."""
+    params: dict[str, Any] = {
+        "app_id": key.app_id,
+        "id_hash": key.id_hash,
+        "now": now,
+        "idle": change.idle_timeout,
+        "set": _json({_map_key(k): _b64(v) for k, v in change.set.items()}),
+    }
+    deleted = [] if change.replace else [_map_key(k) for k in change.delete]
+    if deleted:
+        params["delete"] = deleted
+    fenced = change.lease_token is not None
+    if fenced:
+        params["token"] = change.lease_token
+    versioned = change.expect_version is not None
+    if versioned:
+        params["expect_version"] = change.expect_version
+    expect = bool(change.expect_fields)
+    if expect:
+        params["expect_fields"] = _json(
+            {_map_key(k): v for k, v in change.expect_fields.items()}
+        )
+    query = q.save(
+        replace=change.replace,
+        delete=bool(deleted),
+        fenced=fenced,
+        versioned=versioned,
+        expect=expect,
+        release=change.release,
+    )
+    return query, params
+
+
+def apply_plan(
+    q: _Statements, change: Change, params: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """PG_APPLY after a PG_SAVE that wrote nothing: ``save_plan``'s parameters completed."""
+    params.setdefault("delete", [] if change.replace else [_map_key(k) for k in change.delete])
+    params.setdefault("token", None)
+    params.setdefault("expect_version", None)
+    params["release"] = change.release
+    return q.apply[change.replace, bool(change.expect_fields)], params
+
+
+def applied(row: tuple[Any, ...] | None) -> ApplyResult:
+    """PG_APPLY's answer as an ``ApplyResult``."""
+    if row is None:
+        return ApplyResult(ApplyStatus.GONE)
+    status, conflicts, version = row[0], row[1], row[2]
+    if status == "ok":
+        return ApplyResult(ApplyStatus.OK, version=int(version))
+    if status == "conflict":
+        keys = tuple(sorted(_unmap_key(k) for k in conflicts or ()))
+        return ApplyResult(ApplyStatus.CONFLICT, conflicts=keys)
+    return ApplyResult(ApplyStatus(status))
+
+
+def ended_rows(rows: list[tuple[Any, ...]]) -> list[Ended]:
+    """PG_PURGE_RETURNING's rows as what each deleted record held."""
+    ended = []
+    for app_id, id_hash, invalidated, blob in rows:
+        fields = {
+            _unmap_key(k): binascii.a2b_base64(v["d"]) for k, v in orjson.loads(blob).items()
+        }
+        ended.append(Ended(RecordKey(app_id, id_hash), fields, bool(invalidated)))
+    return ended
+
+
+def listed(rows: list[tuple[Any, ...]]) -> list[RecordInfo]:
+    """PG_LIST's rows as listing rows."""
+    return [_record(row[2:]).info(RecordKey(row[0], row[1])) for row in rows]
 
 
 def _one(cur: Cursor) -> tuple[Any, ...] | None:
@@ -1007,6 +1068,7 @@ class _Waker:
         self._seq = 0
         self._recent: OrderedDict[str, int] = OrderedDict()
         self._listening = False
+        self._pokes: set[Callable[[], None]] = set()  # async waiters' wake-ups
         self._generation = 0  # bumped whenever the listener connects or drops
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -1030,14 +1092,55 @@ class _Waker:
                     timeout=min(timeout, random.uniform(0.01, 0.05)),
                 )
                 return
-            if mark is None or mark[0] != self._generation:
-                return  # notifications may have been missed: re-load now
-            since = mark[1]
-            while self._recent.get(wake, 0) <= since:
+            while self._waiting(wake, mark):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or mark[0] != self._generation:
+                if remaining <= 0:
                     return
                 self._cond.wait(remaining)
+
+    async def wait_async(self, wake: str, timeout: float, mark: tuple[int, int] | None) -> None:
+        """``wait`` for a coroutine: the same rules, the loop woken by the listener thread."""
+        loop = asyncio.get_running_loop()
+        poked = asyncio.Event()
+
+        def poke() -> None:
+            loop.call_soon_threadsafe(poked.set)
+
+        with self._cond:
+            listening = self._listening
+            self._pokes.add(poke)
+        try:
+            if not listening:
+                await asyncio.wait_for(
+                    poked.wait(), timeout=min(timeout, random.uniform(0.01, 0.05))
+                )
+                return
+            deadline = loop.time() + min(timeout, self.poll)
+            while True:
+                with self._cond:
+                    poked.clear()
+                    if not self._waiting(wake, mark):
+                        return
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                await asyncio.wait_for(poked.wait(), timeout=remaining)
+        except TimeoutError:
+            return
+        finally:
+            with self._cond:
+                self._pokes.discard(poke)
+
+    def _waiting(self, wake: str, mark: tuple[int, int] | None) -> bool:
+        """Whether a waiter that took ``mark`` should go on waiting (under the lock).
+
+        Not when notifications may have been missed (no mark, or the listener
+        reconnected since: re-load now), nor once a payload for ``wake``
+        newer than the mark arrived.
+        """
+        if not self._listening or mark is None or mark[0] != self._generation:
+            return False
+        return self._recent.get(wake, 0) <= mark[1]
 
     def _run(self) -> None:
         backoff = 0.05
@@ -1067,6 +1170,8 @@ class _Waker:
             self._listening = listening
             self._generation += 1
             self._cond.notify_all()
+            for poke in self._pokes:
+                poke()
 
     def _record(self, payload: str) -> None:
         with self._cond:
@@ -1076,6 +1181,8 @@ class _Waker:
             while len(self._recent) > self.RECENT:
                 self._recent.popitem(last=False)
             self._cond.notify_all()
+            for poke in self._pokes:
+                poke()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -1,6 +1,6 @@
 """Redis (standalone, Sentinel, Cluster; Valkey too): every operation one Lua script.
 
-URLs (query parameters: ``_OPTIONS`` below; an unknown one is an error)::
+URLs (query parameters: ``_redis_protocol.OPTIONS``; an unknown one is an error)::
 
     redis://[[user]:password@]host[:port][/db]        rediss:// for TLS
     unix://[[user]:password@]/path/to/redis.sock[?db=N]
@@ -24,41 +24,36 @@ the socket timeouts it was configured with.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, Union
-from urllib.parse import SplitResult, unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import AuthenticationError, NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ..errors import ConfigError, StoreUnavailable
 from . import _lua
+from . import _redis_protocol as proto
 from ._redis_lane import Lane
-from ._url import boolean, host_ports, mask_url, query_options, split_url, url_scheme
+from ._redis_protocol import DEFAULT_GRACE, DEFAULT_PREFIX, ERRORS, SCAN_COUNT
+from ._url import mask_url
+from ..errors import StoreUnavailable
 from .base import (
     ApplyResult,
-    ApplyStatus,
-    Change,
     Ended,
     LoadResult,
-    LoadStatus,
     LockRequest,
     NewRecord,
-    Record,
     RecordInfo,
     RecordKey,
     Touch,
+    Change,
 )
 
 __all__ = ["RedisStore"]
@@ -66,91 +61,15 @@ __all__ = ["RedisStore"]
 T = TypeVar("T")
 Client = Union[redis.Redis, RedisCluster]
 
-# Anything redis-py raises for a failed call (RedisClusterException is not a
-# RedisError: topology errors such as "no nodes reachable").
-_ERRORS = (RedisError, RedisClusterException)
-
-
-def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
-    def check(raw: str) -> T:
-        value = _finite(cast(raw))
-        if not value > 0:  # type: ignore[operator]
-            raise ValueError("must be > 0")
-        return value
-
-    return check
-
-
-def _non_negative(cast: Callable[[str], T]) -> Callable[[str], T]:
-    def check(raw: str) -> T:
-        value = _finite(cast(raw))
-        if value < 0:  # type: ignore[operator]
-            raise ValueError("must be >= 0")
-        return value
-
-    return check
-
-
-def _finite(value: T) -> T:
-    # float() reads "nan" and "inf": no timeout, grace or TTL can be either.
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-def _prefix(raw: str) -> str:
-    if "{" in raw or "}" in raw:
-        # The record key's braces are its Cluster hash tag; more braces in
-        # front would move the tag and split a session over slots.
-        raise ValueError("must not contain '{' or '}'")
-    return raw
-
-
-def _cert_reqs(raw: str) -> str:
-    if raw not in ("required", "optional", "none"):
-        raise ValueError("expected required, optional or none")
-    return raw
-
-
-# The store URL's query parameters, cast by this table.
-_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "prefix": _prefix,  # key prefix, default "shoal:"
-    "grace": _non_negative(float),  # native TTL = expires + grace; default 120 s
-    "socket_timeout": _positive(float),  # per command; default 1 s (see _TIMEOUT)
-    "socket_connect_timeout": _positive(float),  # default 1 s
-    "pool_timeout": _non_negative(float),  # wait for a free pooled connection; 1 s
-    "max_connections": _positive(int),  # per process (per node on a Cluster); 64
-    "retries": _non_negative(int),  # connection-error retries of idempotent calls; 2
-    "db": _non_negative(int),  # database number (unix://, or instead of the path)
-    "sharded_pubsub": boolean,  # Cluster lock notifications by SPUBLISH; default true
-    "client_name": str,
-    "ssl_ca_certs": str,
-    "ssl_certfile": str,
-    "ssl_keyfile": str,
-    "ssl_cert_reqs": _cert_reqs,
-}
-
-DEFAULT_PREFIX = "shoal:"
-DEFAULT_GRACE = 120.0  # the manager's default grace period
-SCAN_COUNT = 500  # keys per SCAN step of records() and purge()
-
-
-@dataclass(frozen=True, slots=True)
-class _Topology:
-    """How to make the client of a URL, and what else to close with it."""
-
-    make: Callable[[], Client]
-    cluster: bool = False
-    on_close: Callable[[], None] | None = None
-
-
-def _num(value: float) -> str:
-    """A float as the shortest string that parses back to the same double."""
-    return repr(float(value))
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+# redis-py's sync classes, for the one ``proto.topology`` that makes clients.
+SYNC = proto.Flavour(
+    blocking_pool=redis.BlockingConnectionPool,
+    redis=redis.Redis,
+    sentinel=Sentinel,
+    cluster=RedisCluster,
+    cluster_node=ClusterNode,
+    retry=Retry,
+)
 
 
 class _Scripts:
@@ -191,49 +110,39 @@ class RedisStore:
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.url = mask_url(url)
-        self.prefix = _prefix(prefix)
-        self.grace = float(grace)
         if isinstance(client, (redis.Redis, RedisCluster)):
             made = client
             self._make: Callable[[], Client] = lambda: made
             cluster = isinstance(client, RedisCluster)
         else:
             self._make = client
+        sharded = cluster if sharded_pubsub is None else sharded_pubsub
+        self._layout = proto.Layout(prefix=prefix, grace=grace, sharded=sharded)
+        self.prefix = self._layout.prefix
+        self.grace = self._layout.grace
         self._cluster = cluster
         self._ready: tuple[Client, _Scripts, Lane | None] | None = None
         self._lock = threading.Lock()
         self._on_close = on_close
-        # Sharded pub/sub keeps a Cluster's lock notifications on the slot's
-        # shard (Redis >= 7, Valkey); classic PUBLISH is broadcast to every
-        # node of a Cluster, but works on every server version.
-        sharded = cluster if sharded_pubsub is None else sharded_pubsub
-        self._publish = "SPUBLISH" if sharded else "PUBLISH"
-        self._grace_arg = _num(self.grace)
-        # Only connection errors (refused, reset: they fail fast) are retried;
-        # a timeout is never retried, so nothing waits past the socket timeout.
-        # The first retry is immediate (a pooled connection the server had
-        # closed: a new one will do), later ones back off exponentially.
+        self._publish = self._layout.publish
         self._retries = retries
-        self._retry = Retry(
-            ExponentialBackoff(cap=0.2, base=0.01),
-            max(0, retries - 1),
-            supported_errors=(RedisConnectionError,),
-        )
+        self._retry = proto.retry_policy(Retry, retries)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        options = query_options(url, _OPTIONS)
-        store_opts = {
-            name: options.pop(name)
-            for name in ("prefix", "grace", "retries", "sharded_pubsub")
-            if name in options
-        }
-        topology = _connect(url, options)
+        store_opts, plan = proto.from_url(url)
+        topology = proto.topology(plan, SYNC)
+        also_close = topology.also_close
+
+        def close() -> None:
+            for client in also_close:
+                client.close()
+
         return cls(
             topology.make,
             url=url,
             cluster=topology.cluster,
-            on_close=topology.on_close,
+            on_close=close if also_close else None,
             **store_opts,
         )
 
@@ -243,7 +152,7 @@ class RedisStore:
     # -- plumbing -----------------------------------------------------------
 
     def _key(self, key: RecordKey) -> str:
-        return f"{self.prefix}{{{key.app_id}:{key.id_hash}}}"
+        return self._layout.key(key)
 
     def _conn(self) -> tuple[Client, _Scripts, Lane | None]:
         """The client, its scripts and its lane (None on a Cluster), made on first use.
@@ -280,7 +189,7 @@ class RedisStore:
         """
         try:
             return do()  # the fast path: no retry machinery unless needed
-        except _ERRORS as exc:
+        except ERRORS as exc:
             return self._retried(do, exc, idempotent)
 
     def _retried(self, do: Callable[[], T], exc: BaseException, idempotent: bool) -> T:
@@ -289,31 +198,11 @@ class RedisStore:
             raise self._unavailable(exc) from exc
         try:
             return self._retry.call_with_retry(do, lambda _error: None)
-        except _ERRORS as exc:
+        except ERRORS as exc:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        """The error for a failed call; a refused login or database names the URL to fix.
-
-        Still ``StoreUnavailable`` (a 503, and the breaker answers the next
-        requests at once), but saying it is no outage. Rejected: a
-        ``ConfigError`` per operation, a 500 for every request.
-        """
-        text = f"{type(exc).__name__}: {exc}"
-        said = str(exc)
-        if isinstance(exc, AuthenticationError) or said.startswith(("NOAUTH", "WRONGPASS")):
-            return StoreUnavailable(
-                self.url,
-                f"not an outage, the server refused the login: {text}; check the user "
-                "and password in the store URL",
-            )
-        if "DB index is out of range" in said or "invalid DB index" in said:
-            return StoreUnavailable(
-                self.url,
-                f"not an outage, the server has no such database: {text}; check the "
-                "database number in the store URL (the server's `databases` setting)",
-            )
-        return StoreUnavailable(self.url, text)
+        return proto.unavailable(self.url, exc)
 
     def _run(
         self,
@@ -336,7 +225,7 @@ class RedisStore:
             return lane.call("EVALSHA", script.sha, 1, key, *args)
         except NoScriptError:  # once per server (and after SCRIPT FLUSH)
             return self._call(lambda: self._load_script(script, key, args), idempotent=idempotent)
-        except _ERRORS as exc:
+        except ERRORS as exc:
             return self._retried(lambda: self._evalsha(pick, key, args), exc, idempotent)
 
     def _evalsha(self, pick: Callable[[_Scripts], Script], key: str, args: Sequence[Any]) -> Any:
@@ -367,8 +256,8 @@ class RedisStore:
         if ready is None or ready[2] is None:
             return self._call(lambda: self._hgetall_once(key), idempotent=True)
         try:  # the lane's first attempt, without closures (see _run)
-            return _fields(ready[2].call("HGETALL", key))
-        except _ERRORS as exc:
+            return proto.fields_of(ready[2].call("HGETALL", key))
+        except ERRORS as exc:
             return self._retried(lambda: self._hgetall_once(key), exc, True)
 
     def _hgetall_once(self, key: str) -> dict[bytes, bytes]:
@@ -376,7 +265,7 @@ class RedisStore:
         if lane is None:
             found: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
             return found  # the Cluster client routes by key
-        return _fields(lane.call("HGETALL", key))
+        return proto.fields_of(lane.call("HGETALL", key))
 
     # -- the contract -------------------------------------------------------
 
@@ -390,108 +279,41 @@ class RedisStore:
     ) -> LoadResult:
         name = self._key(key)
         if lock is None:
-            # No lease to take: a plain HGETALL, the checks here. Rejected:
-            # the LOAD script for every read, whose HGETALL inside Lua cost
-            # ~45 us of server time a request (docs/benchmarks.md). A touch
-            # that is due (once per touch interval) costs the script after
-            # all, which re-checks everything atomically.
-            found = self._hgetall(name)
-            if not found:
-                return _ABSENT
-            meta, fields, versions = _split(found.items())
-            if b"inv" in meta:
-                return _INVALIDATED
-            if float(meta[b"exp"]) <= now:
-                return _EXPIRED
-            if touch is None or not float(meta[b"acc"]) < touch.if_accessed_before:
-                return LoadResult(LoadStatus.LOADED, _made(meta, fields, versions))
-        args = [
-            _num(now),
-            "0" if touch is None else "1",
-            "" if touch is None else _num(touch.if_accessed_before),
-            "" if touch is None else _num(touch.idle_timeout),
-            "0" if lock is None else "1",
-            "" if lock is None else lock.token,
-            "" if lock is None else _num(lock.lease),
-            self._grace_arg,
-        ]
+            # No lease to take: a plain HGETALL, the checks in Python
+            # (proto.loaded_from_hash says why).
+            done = proto.loaded_from_hash(self._hgetall(name), now, touch)
+            if done is not None:
+                return done
         # Idempotent even with a touch and a lease: a repeat with the same
         # ``now`` finds the touch done and the lease its own (re-entrant).
-        reply = self._run(lambda s: s.load, name, args, idempotent=True)
-        status = reply[0]
-        if status == b"loaded":
-            return LoadResult(LoadStatus.LOADED, _record(reply[1]))
-        if status == b"locked":
-            return LoadResult(LoadStatus.LOCKED, locked_until=float(reply[1]))
-        return LoadResult(LoadStatus(status.decode()))
+        args = self._layout.load_args(now, touch, lock)
+        return proto.load_reply(self._run(lambda s: s.load, name, args, idempotent=True))
 
     def create(
         self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
     ) -> bool:
-        args: list[Any] = [
-            _num(now),
-            _num(record.created),
-            _num(record.expires),
-            _num(record.absolute_expires),
-            self._grace_arg,
-            "0" if lock is None else "1",
-            "" if lock is None else lock.token,
-            "" if lock is None else _num(lock.lease),
-        ]
-        for name, value in record.fields.items():
-            args += (name, value)
+        args = self._layout.create_args(record, now, lock)
         return bool(self._run(lambda s: s.create, self._key(key), args))
 
     def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
-        deletes = list(change.delete)
-        args: list[Any] = [
-            _num(now),
-            _num(change.idle_timeout),
-            self._grace_arg,
-            "1" if change.replace else "0",
-            "1" if change.release else "0",
-            "" if change.expect_version is None else str(change.expect_version),
-            "0" if change.lease_token is None else "1",
-            change.lease_token or "",
-            self._publish,
-            str(len(change.set)),
-            str(len(deletes)),
-            str(len(change.expect_fields)),
-        ]
-        for name, value in change.set.items():
-            args += (name, value)
-        args += deletes
-        for name, seen in change.expect_fields.items():
-            args += (name, "" if seen is None else str(seen))
-        reply = self._run(lambda s: s.apply, self._key(key), args)
-        status = reply[0]
-        if status == b"ok":
-            return ApplyResult(ApplyStatus.OK, version=int(reply[1]))
-        if status == b"conflict":
-            keys = tuple(sorted(k.decode() for k in reply[1]))
-            return ApplyResult(ApplyStatus.CONFLICT, conflicts=keys)
-        return ApplyResult(ApplyStatus(status.decode()))
+        args = self._layout.apply_args(change, now)
+        return proto.apply_reply(self._run(lambda s: s.apply, self._key(key), args))
 
     def invalidate(
         self, key: RecordKey, *, now: float, lease_token: str | None = None
     ) -> bool:
-        args = [
-            _num(now),
-            self._grace_arg,
-            "0" if lease_token is None else "1",
-            lease_token or "",
-            self._publish,
-        ]
+        args = self._layout.invalidate_args(now, lease_token)
         return bool(self._run(lambda s: s.invalidate, self._key(key), args))
 
     def delete(self, key: RecordKey) -> bool:
         return bool(self._run(lambda s: s.delete, self._key(key), [self._publish]))
 
     def unlock(self, key: RecordKey, token: str) -> None:
-        self._run(lambda s: s.unlock, self._key(key), [token, self._publish], idempotent=True)
+        args = self._layout.unlock_args(token)
+        self._run(lambda s: s.unlock, self._key(key), args, idempotent=True)
 
     def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
-        args = [token, _num(now), _num(lease)]
+        args = self._layout.renew_args(token, now, lease)
         return bool(self._run(lambda s: s.renew, self._key(key), args, idempotent=True))
 
     def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
@@ -505,8 +327,8 @@ class RedisStore:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         name = self._key(key)
-        channel = f"{name}:free"
-        kinds = ("subscribe", "ssubscribe") if self._publish == "PUBLISH" else ("ssubscribe",)
+        channel = self._layout.channel(name)
+        kinds = self._layout.kinds
 
         def wait() -> None:
             pubsub = self._pubsub_for(channel)
@@ -569,22 +391,15 @@ class RedisStore:
         return self._call(run)
 
     def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
-        pattern = _glob_escape(self.prefix) + "{"
-        if app_id is not None:
-            pattern += _glob_escape(app_id) + ":"
-        pattern += "*"
-        for client, keys in self._scan(pattern):
+        for client, keys in self._scan(self._layout.pattern(app_id)):
             scripts = self._conn()[1]
             replies = self._pipelined(
                 client, keys, lambda pipe, k: scripts.info(keys=[k], args=[], client=pipe)
             )
             for raw, reply in zip(keys, replies):
-                key = self._parse_key(raw)
-                if key is None or not isinstance(reply, list):
-                    continue  # not a record (or moved to another node meanwhile)
-                if app_id is not None and key.app_id != app_id:
-                    continue
-                yield _info(key, reply)
+                listed = proto.info(self._layout, raw, reply, app_id)
+                if listed is not None:
+                    yield listed
 
     def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` records with ``expires + grace <= now``.
@@ -595,25 +410,11 @@ class RedisStore:
         the PURGE script, which re-checks the expiry atomically: a save that
         landed after the read wins. Bounded: one pass over the keyspace.
         """
-        deleted = 0
-        pattern = _glob_escape(self.prefix) + "{*"
-        args = [_num(now), _num(grace)]
-        for client, keys in self._scan(pattern):
-            if deleted >= limit:
-                break
-            scripts = self._conn()[1]
-            expiries = self._pipelined(client, keys, lambda pipe, k: pipe.hget(k, "exp"))
-            doomed = [
-                k
-                for k, raw in zip(keys, expiries)
-                if isinstance(raw, bytes) and _is_float(raw) and float(raw) + grace <= now
-            ][: limit - deleted]
-            if doomed:
-                results = self._pipelined(
-                    client, doomed, lambda pipe, k: scripts.purge(keys=[k], args=args, client=pipe)
-                )
-                deleted += sum(1 for r in results if r == 1)
-        return deleted
+        scripts = self._conn()[1]
+        gone = self._purged(
+            now, grace, limit, scripts.purge, lambda raw, reply: raw if reply == 1 else None
+        )
+        return len(gone)
 
     def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
         """As ``purge``, returning what each deleted record held (one script per record).
@@ -624,43 +425,34 @@ class RedisStore:
         """
         from ..cluster._statements import REDIS_PURGE_RETURNING
 
-        ended: list[Ended] = []
-        pattern = _glob_escape(self.prefix) + "{*"
-        args = [_num(now), _num(grace)]
         script = self._conn()[0].register_script(REDIS_PURGE_RETURNING)
-        for client, keys in self._scan(pattern):
-            if len(ended) >= limit:
+        layout = self._layout
+        return self._purged(
+            now, grace, limit, script, lambda raw, reply: proto.ended(layout, raw, reply)
+        )
+
+    def _purged(
+        self,
+        now: float,
+        grace: float,
+        limit: int,
+        script: Script,
+        done: Callable[[bytes, Any], T | None],
+    ) -> list[T]:
+        """Run ``script`` on each record past ``grace``; what ``done`` makes of each deletion."""
+        out: list[T] = []
+        args = self._layout.purge_args(now, grace)
+        for client, keys in self._scan(self._layout.pattern()):
+            if len(out) >= limit:
                 break
             expiries = self._pipelined(client, keys, lambda pipe, k: pipe.hget(k, "exp"))
-            doomed = [
-                k
-                for k, raw in zip(keys, expiries)
-                if isinstance(raw, bytes) and _is_float(raw) and float(raw) + grace <= now
-            ][: limit - len(ended)]
+            doomed = proto.purgeable(keys, expiries, now=now, grace=grace, room=limit - len(out))
             if doomed:
                 results = self._pipelined(
                     client, doomed, lambda pipe, k: script(keys=[k], args=args, client=pipe)
                 )
-                for raw_key, flat in zip(doomed, results):
-                    key = self._parse_key(raw_key)
-                    if key is None or not isinstance(flat, list):
-                        continue
-                    pairs = dict(zip(flat[::2], flat[1::2]))
-                    fields = {
-                        name[2:].decode(): value
-                        for name, value in pairs.items()
-                        if name[:2] == b"f:"
-                    }
-                    ended.append(Ended(key, fields, pairs.get(b"inv") not in (None, b"", b"0")))
-        return ended
-
-    def _parse_key(self, raw: bytes) -> RecordKey | None:
-        text = raw.decode("utf-8", "replace")
-        inner = text[len(self.prefix) :]
-        if not (text.startswith(self.prefix) and inner.startswith("{") and inner.endswith("}")):
-            return None
-        app_id, sep, id_hash = inner[1:-1].partition(":")
-        return RecordKey(app_id, id_hash) if sep else None
+                out += [d for d in map(done, doomed, results) if d is not None]
+        return out
 
     def close(self) -> None:
         """Close the pooled connections (a store never opened has none)."""
@@ -673,82 +465,8 @@ class RedisStore:
                 ready[0].close()
             if self._on_close is not None:
                 self._on_close()
-        except _ERRORS:
+        except ERRORS:
             pass  # closing sockets of a server that is gone: nothing to release
-
-
-# -- replies -----------------------------------------------------------------
-
-
-def _fields(reply: Any) -> dict[bytes, bytes]:
-    """An HGETALL reply as a dict: RESP3 (redis-py's default) sends a map, RESP2 a list."""
-    if isinstance(reply, dict):
-        return reply
-    it = iter(reply)
-    return dict(zip(it, it))
-
-
-_ABSENT = LoadResult(LoadStatus.ABSENT)
-_INVALIDATED = LoadResult(LoadStatus.INVALIDATED)
-_EXPIRED = LoadResult(LoadStatus.EXPIRED)
-
-
-def _split(
-    pairs: Iterable[tuple[bytes, bytes]],
-) -> tuple[dict[bytes, bytes], dict[str, bytes], dict[str, int]]:
-    """A record hash's (name, value) pairs as (meta fields, session values, their versions)."""
-    stored: dict[bytes, bytes] = {}
-    fields: dict[str, bytes] = {}
-    versions: dict[str, int] = {}
-    for name, value in pairs:
-        head = name[:2]
-        if head == b"f:":
-            fields[name[2:].decode()] = value
-        elif head == b"v:":
-            versions[name[2:].decode()] = int(value)
-        else:
-            stored[name] = value
-    return stored, fields, versions
-
-
-def _record(flat: list[bytes]) -> Record:
-    """A Record from a script's HGETALL (lease fields are not part of it)."""
-    it = iter(flat)
-    return _made(*_split(zip(it, it)))
-
-
-def _made(stored: dict[bytes, bytes], fields: dict[str, bytes], versions: dict[str, int]) -> Record:
-    return Record(
-        version=int(stored[b"ver"]),
-        created=float(stored[b"ctd"]),
-        accessed=float(stored[b"acc"]),
-        expires=float(stored[b"exp"]),
-        absolute_expires=float(stored[b"abs"]),
-        fields=fields,
-        field_versions=versions,
-    )
-
-
-def _info(key: RecordKey, reply: list[Any]) -> RecordInfo:
-    version, created, accessed, expires, invalidated, token, until, size = reply
-    return RecordInfo(
-        key=key,
-        version=int(version),
-        created=float(created),
-        accessed=float(accessed),
-        expires=float(expires),
-        invalidated=invalidated == b"1",
-        size=int(size),
-        locked_until=float(until) if token else None,
-    )
-
-
-def _is_float(raw: bytes) -> bool:
-    try:
-        float(raw)
-    except ValueError:
-        return False
-    return True
 
 
 def _next_message(pubsub: PubSub, kinds: Sequence[str], deadline: float) -> bool:
@@ -760,186 +478,3 @@ def _next_message(pubsub: PubSub, kinds: Sequence[str], deadline: float) -> bool
         message = pubsub.get_message(timeout=remaining)
         if message is not None and message["type"] in kinds:
             return True
-
-
-# -- connecting ----------------------------------------------------------------
-
-
-def _hosts(url: str, netloc: str) -> list[tuple[str, int]]:
-    """``host:port,host:port`` of a Sentinel or Cluster URL, each port checked."""
-    default = 26379 if url_scheme(url).endswith("+sentinel") else 6379
-    return host_ports(url, netloc, default_port=default, allow_empty_host=False)
-
-
-def _check_standalone(url: str, scheme: str, parts: SplitResult) -> None:
-    """Refuse a redis://, rediss:// or unix:// URL that could never connect.
-
-    redis-py reads a path that is not a number as database 0, and fails on a
-    bad port only at the first command; both are errors here.
-    """
-    masked = mask_url(url)
-    if scheme == "unix":
-        if parts.netloc.rpartition("@")[2]:
-            raise ConfigError(
-                f"{masked}: a unix:// URL has no host; write unix:///path/to/redis.sock[?db=N]"
-            )
-        if not parts.path.strip("/"):
-            raise ConfigError(
-                f"{masked}: name the socket path: unix:///path/to/redis.sock[?db=N]"
-            )
-        return
-    if "," in parts.netloc:
-        raise ConfigError(
-            f"{masked}: {scheme}:// takes one host; for several use redis+sentinel:// "
-            "or redis+cluster://"
-        )
-    host_ports(url, parts.netloc, default_port=6379)
-    db = unquote(parts.path).strip("/")
-    if db and not (db.isascii() and db.isdigit()):
-        raise ConfigError(
-            f"{masked}: the path is the database number, as in {scheme}://host:6379/0; "
-            f"got {db!r}"
-        )
-
-
-def _credentials(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    creds: dict[str, Any] = {}
-    if parts.username:
-        creds["username"] = unquote(parts.username)
-    if parts.password is not None:
-        creds["password"] = unquote(parts.password)
-    return creds
-
-
-# The default of every socket and pool wait, in seconds. A session script
-# answers in well under a millisecond: a second is a server that is hung or
-# gone, and the circuit breaker opens on the first such failure, so a
-# request waits this long at most once per outage and process (and once per
-# probe). A Redis that is slow on purpose (a remote one, big sessions) takes
-# ``socket_timeout=``... in the URL. Lease waits (``wait_unlocked``) are not
-# bounded by it: they read their pub/sub with their own timeout.
-# Rejected: the former 3 s (2 s to connect), which a hung Redis made every
-# request of a sync worker wait.
-_TIMEOUT = 1.0
-
-
-def _connection_kwargs(options: dict[str, Any], *, tls: bool) -> dict[str, Any]:
-    """Socket, TLS and naming options shared by every topology (no retries:
-    see RedisStore._call for the ones we allow)."""
-    kwargs: dict[str, Any] = {
-        "socket_timeout": options.get("socket_timeout", _TIMEOUT),
-        "socket_connect_timeout": options.get("socket_connect_timeout", _TIMEOUT),
-        "socket_keepalive": True,
-    }
-    if "client_name" in options:
-        kwargs["client_name"] = options["client_name"]
-    ssl = {k: v for k, v in options.items() if k.startswith("ssl_")}
-    if ssl and not tls:
-        raise ConfigError(
-            f"{', '.join(sorted(ssl))} need a TLS URL: use rediss://, rediss+sentinel:// "
-            "or rediss+cluster://"
-        )
-    kwargs.update(ssl)
-    if tls:
-        kwargs["ssl"] = True
-    return kwargs
-
-
-def _connect(url: str, options: dict[str, Any]) -> _Topology:
-    """How to make the redis-py client for ``url``; nothing connects before first use."""
-    scheme = url.split(":", 1)[0].lower()
-    parts = split_url(url)
-    pool_timeout = options.pop("pool_timeout", _TIMEOUT)
-    max_connections = options.pop("max_connections", 64)
-    db = options.pop("db", None)
-    kwargs = _connection_kwargs(options, tls=scheme.startswith("rediss"))
-    no_retry = Retry(NoBackoff(), 0)
-    if scheme in ("redis", "rediss", "unix"):
-        _check_standalone(url, scheme, parts)
-        if db is not None:
-            if scheme != "unix" and parts.path.strip("/"):
-                raise ConfigError(f"{mask_url(url)}: give the db in the path or db=, not both")
-            kwargs["db"] = db
-        kwargs.pop("ssl", None)  # rediss:// says it already
-        # Blocking: a burst of threads waits up to pool_timeout for a
-        # connection instead of failing at once (ConnectionPool's behaviour).
-        pool = redis.BlockingConnectionPool.from_url(
-            url.split("?", 1)[0],
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            retry=no_retry,
-            **kwargs,
-        )
-        client = redis.Redis.from_pool(pool)  # closing the client closes the pool
-        return _Topology(lambda: client)
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        return _sentinel(url, parts.path, db, kwargs, max_connections, no_retry)
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        if db not in (None, 0) or parts.path.strip("/") not in ("", "0"):
-            raise ConfigError(f"{mask_url(url)}: a Redis Cluster has only database 0")
-        nodes = [_node(h, p) for h, p in _hosts(url, parts.netloc)]
-        credentials = _credentials(url)
-
-        def make() -> Client:
-            # Reads the topology from the first startup node that answers.
-            return RedisCluster(
-                startup_nodes=nodes,
-                retry=no_retry,
-                max_connections=max_connections,
-                **credentials,
-                **kwargs,
-            )
-
-        return _Topology(make, cluster=True)
-    raise ConfigError(f"{mask_url(url)}: not a Redis URL")
-
-
-def _node(host: str, port: int) -> ClusterNode:
-    make: Any = ClusterNode  # untyped in redis-py
-    node: ClusterNode = make(host, port)
-    return node
-
-
-def _sentinel(
-    url: str,
-    path: str,
-    db: int | None,
-    kwargs: dict[str, Any],
-    max_connections: int,
-    no_retry: Retry,
-) -> _Topology:
-    segments = [unquote(s) for s in path.split("/") if s]
-    if not segments or len(segments) > 2:
-        raise ConfigError(
-            f"{mask_url(url)}: expected redis+sentinel://host:port[,host:port]/service_name[/db]"
-        )
-    service = segments[0]
-    if len(segments) == 2:
-        if not segments[1].isdigit() or db is not None:
-            raise ConfigError(f"{mask_url(url)}: the db is a number, in the path or db=")
-        db = int(segments[1])
-    # The sentinels themselves: same timeouts and TLS, no database, no name.
-    # (redis-py's default for them retries 3 times with seconds of backoff.)
-    sentinel_kwargs = {
-        k: v for k, v in kwargs.items() if k.startswith(("socket_", "ssl"))
-    }
-    sentinel_kwargs["retry"] = no_retry
-    # redis-py leaves Sentinel untyped.
-    make: Any = Sentinel
-    sentinel: Any = make(
-        _hosts(url, urlsplit(url).netloc), sentinel_kwargs=sentinel_kwargs, **kwargs
-    )
-    client: redis.Redis = sentinel.master_for(
-        service,
-        db=db or 0,
-        retry=no_retry,
-        max_connections=max_connections,
-        **_credentials(url),
-    )
-
-    def close() -> None:
-        for node in sentinel.sentinels:
-            node.close()
-
-    return _Topology(lambda: client, on_close=close)
