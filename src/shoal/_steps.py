@@ -1,0 +1,181 @@
+"""The manager's algorithm as sans-I/O steps, and the two runners that drive them.
+
+Every request step of ``SessionManager`` (load with its lock wait, touch,
+commit, create, rotate, release, replica in and out, once-only consume, the
+principal index) is written once, as a generator that *yields* each store
+operation it needs and receives the answer (or has the store's exception
+thrown in). ``run`` answers with a sync store, ``arun`` awaits an async one:
+the same generator serves ``manager.open()`` and ``manager.open_async()``,
+so there is no second copy of the algorithm to drift (STYLE.md rule 3).
+
+An operation is a plain tuple ``(role, name, args, kwargs)``: ``role`` says
+which store answers it (``SESSION``: this request's store, which may be the
+replica's view of the store; ``BASE``: the manager's store itself), ``name``
+the ``Store`` method. ``CALL`` operations carry a blocking function that is
+not a store method (publishing an event): ``run`` calls it, ``arun`` runs it
+in a store thread. A store object that is itself written as steps (the
+replica's per-request view, ``is_steps = True``) is driven by a nested run.
+
+Why tuples built by ``StoreRef`` methods rather than one class per
+operation: a request makes two or three of them, and an operation class,
+its dispatch and a ``yield from`` layer per store call measured 25-40% on
+the in-memory store (docs/decisions.md). Rejected: generating the sync
+manager from an async source (httpcore's ``unasync``): two copies in the
+tree that ``duplicates`` rightly reports, and a build step to keep honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import Any, Final, TypeVar
+
+from .errors import SessionStateError
+from .stores.base import Change, LockRequest, NewRecord, RecordKey, Touch
+
+__all__ = [
+    "BASE", "CALL", "NO_IO", "SESSION", "Op", "Steps", "StepsStore", "StoreRef", "arun", "call", "run",
+]
+
+_T = TypeVar("_T")
+
+Op = tuple[int, Any, tuple[Any, ...], dict[str, Any]]
+"""``(role, store method name or function, args, kwargs)``."""
+
+Steps = Generator[Op, Any, _T]
+"""A step of the algorithm: yields operations, returns its result."""
+
+SESSION_ROLE: Final = 0
+BASE_ROLE: Final = 1
+CALL_ROLE: Final = 2
+
+
+class StoreRef:
+    """Builds the operations of one store role; typed like the ``Store`` contract."""
+
+    __slots__ = ("role",)
+
+    def __init__(self, role: int) -> None:
+        self.role = role
+
+    def load(
+        self,
+        key: RecordKey,
+        *,
+        now: float,
+        touch: Touch | None = None,
+        lock: LockRequest | None = None,
+    ) -> Op:
+        return (self.role, "load", (key,), {"now": now, "touch": touch, "lock": lock})
+
+    def create(
+        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
+    ) -> Op:
+        return (self.role, "create", (key, record), {"now": now, "lock": lock})
+
+    def apply(self, key: RecordKey, change: Change, *, now: float) -> Op:
+        return (self.role, "apply", (key, change), {"now": now})
+
+    def invalidate(self, key: RecordKey, *, now: float, lease_token: str | None = None) -> Op:
+        return (self.role, "invalidate", (key,), {"now": now, "lease_token": lease_token})
+
+    def unlock(self, key: RecordKey, token: str) -> Op:
+        return (self.role, "unlock", (key, token), {})
+
+    def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> Op:
+        return (self.role, "renew", (key, token), {"now": now, "lease": lease})
+
+    def wait_unlocked(self, key: RecordKey, timeout: float) -> Op:
+        return (self.role, "wait_unlocked", (key, timeout), {})
+
+
+SESSION: Final = StoreRef(SESSION_ROLE)
+"""This request's store: the manager's, or the replica's view of it."""
+BASE: Final = StoreRef(BASE_ROLE)
+"""The manager's store itself (the principal index, the replica view's own calls)."""
+CALL: Final = CALL_ROLE
+
+
+def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Op:
+    """An operation that runs blocking ``func`` (in a store thread under ``arun``)."""
+    return (CALL_ROLE, func, args, kwargs)
+
+
+class StepsStore:
+    """Base of a store whose methods are steps themselves (the replica's request view).
+
+    The runners drive such a store's answer as a nested run on the same
+    stores; an ``isinstance`` check, since a missing-attribute probe costs
+    an exception on every plain store call.
+    """
+
+
+class _NoIO:
+    """The stores of a run that must not do I/O: any operation is a clear error."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise SessionStateError(
+            f"store call {name!r} from synchronous code on an async session: use the "
+            "awaitable form (await session.aconsume_token(...), await session.arenew_lock(), "
+            "await manager.acommit(...))"
+        )
+
+
+NO_IO: Final = (_NoIO(), _NoIO())
+"""Stores for a run known to need none (an async session's lazy load without an id)."""
+
+
+def run(steps: Steps[_T], stores: Sequence[Any]) -> _T:
+    """Drive ``steps`` to its result, answering each operation with a sync store call."""
+    send, throw = steps.send, steps.throw
+    try:
+        op = send(None)
+        while True:
+            role, name, args, kwargs = op
+            try:
+                if role == CALL_ROLE:
+                    value = name(*args, **kwargs)
+                else:
+                    target = stores[role]
+                    value = getattr(target, name)(*args, **kwargs)
+                    if isinstance(target, StepsStore):
+                        value = run(value, stores)
+            except BaseException as exc:  # noqa: BLE001 - the step decides, as a call would
+                op = throw(exc)
+            else:
+                op = send(value)
+    except StopIteration as stop:
+        result: _T = stop.value
+        return result
+
+
+async def arun(steps: Steps[_T], stores: Sequence[Any]) -> _T:
+    """Drive ``steps`` to its result, awaiting each operation on an async store."""
+    from .stores._threaded import run_in_thread  # asyncio only where it is used
+
+    send, throw = steps.send, steps.throw
+    try:
+        op = send(None)
+        while True:
+            role, name, args, kwargs = op
+            try:
+                if role == CALL_ROLE:
+                    value = await run_in_thread(name, *args, **kwargs)
+                else:
+                    target = stores[role]
+                    value = getattr(target, name)(*args, **kwargs)
+                    value = await (arun(value, stores) if isinstance(target, StepsStore) else value)
+            except BaseException as exc:  # noqa: BLE001 - cancellation too: finally blocks run
+                op = throw(exc)
+            else:
+                op = send(value)
+    except StopIteration as stop:
+        result: _T = stop.value
+        return result
+
+
+def each(items: Iterable[Steps[Any]]) -> Steps[list[Any]]:
+    """The results of several steps, in order (one after the other)."""
+    results = []
+    for item in items:
+        results.append((yield from item))
+    return results
