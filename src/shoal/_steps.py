@@ -26,6 +26,7 @@ tree that ``duplicates`` rightly reports, and a build step to keep honest.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -33,7 +34,7 @@ from .errors import SessionStateError
 from .stores.base import Change, LockRequest, NewRecord, RecordKey, Touch
 
 __all__ = [
-    "BASE", "CALL", "NO_IO", "SESSION", "Op", "Steps", "StepsStore", "StoreRef", "arun", "call", "run",
+    "BASE", "CALL", "SESSION", "OffLoop", "Op", "Steps", "StepsStore", "StoreRef", "arun", "call", "run",
 ]
 
 _T = TypeVar("_T")
@@ -109,19 +110,30 @@ class StepsStore:
     """
 
 
-class _NoIO:
-    """The stores of a run that must not do I/O: any operation is a clear error."""
+class OffLoop:
+    """A sync store for the sync calls on a session of ``abegin``: never on the loop.
+
+    A worker thread (a sync FastAPI endpoint, a thread pool) may call
+    ``session.consume_token()`` or ``renew_lock()`` on such a session: the
+    call goes to the sync store. On the event loop's own thread it would
+    block every other request, so it is refused with the awaitable to use.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
 
     def __getattr__(self, name: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return getattr(self._store, name)
         raise SessionStateError(
-            f"store call {name!r} from synchronous code on an async session: use the "
+            f"a blocking store call ({name}) on the event loop: in async code use the "
             "awaitable form (await session.aconsume_token(...), await session.arenew_lock(), "
-            "await manager.acommit(...))"
+            "await manager.acommit(...)), or call it from a worker thread"
         )
-
-
-NO_IO: Final = (_NoIO(), _NoIO())
-"""Stores for a run known to need none (an async session's lazy load without an id)."""
 
 
 def run(steps: Steps[_T], stores: Sequence[Any]) -> _T:
@@ -150,7 +162,7 @@ def run(steps: Steps[_T], stores: Sequence[Any]) -> _T:
 
 async def arun(steps: Steps[_T], stores: Sequence[Any]) -> _T:
     """Drive ``steps`` to its result, awaiting each operation on an async store."""
-    from .stores._threaded import run_in_thread  # asyncio only where it is used
+    from .stores._threaded import run_in_thread
 
     send, throw = steps.send, steps.throw
     try:

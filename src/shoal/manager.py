@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from . import _rotation
 from ._settings import check_manager_settings, size_limit
-from ._steps import BASE, NO_IO, SESSION, Op, Steps, StoreRef, arun, call, run
+from ._steps import BASE, SESSION, OffLoop, Op, Steps, StoreRef, arun, call, run
 from .clock import Clock, system_clock
 from .cluster.expiry import purge_announcing
 from .cluster.hub import Hub
@@ -98,8 +98,9 @@ class _Handle:
     client_id: str | None  # the id the client sent, when well-formed
     presented: bool  # the client sent an id, well-formed or not (clear it if it names nothing)
     # What its steps run on, (SESSION, BASE): the manager's store, or this
-    # request's view through its replica. ``stores`` for ``run`` (NO_IO for a
-    # session of ``abegin``), ``astores`` for ``arun`` (None for ``begin``).
+    # request's view through its replica. ``stores`` for ``run`` (kept off
+    # the event loop for a session of ``abegin``), ``astores`` for ``arun``
+    # (None for a session of ``begin``).
     stores: tuple[Any, Any]
     astores: tuple[Any, Any] | None
     view: ReplicaStore | None
@@ -366,11 +367,15 @@ class SessionManager:
         if self._replicator is not None:
             view = self._replicator.view(None if self.replica == "only" else self.store.url, replica)
         stores = (view if view is not None else base, base)
+        if aio:
+            # A sync call on this session (from a worker thread) uses the sync store.
+            guarded = OffLoop(self.store)
+            sync_stores = (view if view is not None else guarded, guarded)
         return _Handle(
             policy=chosen,
             client_id=session_id if is_well_formed(session_id) else None,
             presented=bool(session_id),
-            stores=NO_IO if aio else stores,
+            stores=sync_stores if aio else stores,
             astores=stores if aio else None,
             view=view,
         )
@@ -409,13 +414,33 @@ class SessionManager:
         use, as in ``begin``. ``session.lock()`` is therefore only possible
         before ``abegin`` returns: pass ``policy="serialized"`` instead.
         """
-        handle = self._handle(session_id, policy, replica, aio=True)
-        session = self._session(handle, read_only)
-        if handle.client_id is not None:
-            assert handle.astores is not None
-            await arun(self._load_steps(session), handle.astores)
-            session._loader = None
+        session = self._async_session(
+            session_id, read_only=read_only, policy=policy, replica=replica
+        )
+        await self._aload(session)
         return session
+
+    def _async_session(
+        self,
+        session_id: str | None,
+        *,
+        read_only: bool = False,
+        policy: str | Policy | None = None,
+        replica: str | None = None,
+    ) -> Session:
+        """A session for async code, not loaded yet (``abegin`` is this, then ``_aload``).
+
+        The middlewares make it first, so that a failed load is answered
+        (503) with the session in hand to roll back.
+        """
+        return self._session(self._handle(session_id, policy, replica, aio=True), read_only)
+
+    async def _aload(self, session: Session) -> None:
+        """Load a session named by an id now, awaited; one without an id needs no store."""
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        if handle.client_id is not None and not session.loaded:
+            await arun(self._load_steps(session), _async_stores(handle, "load"))
+            session._loader = None
 
     def _session(self, handle: _Handle, read_only: bool) -> Session:
         session = Session(

@@ -33,7 +33,7 @@ def _manager(
 ) -> SessionManager:
     return make(
         store, app_id=app_id, policy=policy, clock=clock, idle_timeout=600, touch_interval=60,
-        absolute_timeout=3600, grace=60, lock_timeout=2.0, **options,  # type: ignore[arg-type]
+        absolute_timeout=3600, grace=60, lock_timeout=2.0, **options,
     )  # fmt: skip
 
 
