@@ -11,6 +11,7 @@ only the runner differs, which is exactly what the suite must check.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from shoal import SessionManager
@@ -31,18 +32,20 @@ class AsyncDriven(SessionManager):
         # Network stores get their native async twin, opened from the URL.
         self._store_url = store_url
         self._portal = LoopThread()
+        self._runner = self._await
 
     def _handle(
         self, session_id: str | None, policy: Any, replica: str | None, aio: bool
     ) -> _Handle:
-        return super()._handle(session_id, policy, replica, aio=True)
+        handle = super()._handle(session_id, policy, replica, aio=True)
+        assert handle.astores is not None
+        handle.stores = handle.astores  # what this driver's runner answers with
+        return handle
 
-    def _run(self, steps: Steps[T], handle: _Handle | None) -> T:
-        if handle is not None:
-            assert handle.astores is not None
-            stores = handle.astores
-        else:
-            stores = (self._async_store(), self._async_store())
+    def _base_stores(self) -> tuple[Any, Any]:
+        return (self._async_store(), self._async_store())
+
+    def _await(self, steps: Steps[T], stores: Sequence[Any]) -> T:
         return self._portal.run(arun(steps, stores))
 
     def stop(self) -> None:

@@ -27,7 +27,7 @@ tree that ``duplicates`` rightly reports, and a build step to keep honest.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final, TypeVar
 
 from .errors import SessionStateError
@@ -136,6 +136,11 @@ class OffLoop:
         )
 
 
+def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> Op:
+    """The next operation of ``steps``, given the last one's answer or error."""
+    return steps.send(value) if error is None else steps.throw(error)
+
+
 def run(steps: Steps[_T], stores: Sequence[Any]) -> _T:
     """Drive ``steps`` to its result, answering each operation with a sync store call."""
     send, throw = steps.send, steps.throw
@@ -156,38 +161,26 @@ def run(steps: Steps[_T], stores: Sequence[Any]) -> _T:
             else:
                 op = send(value)
     except StopIteration as stop:
-        result: _T = stop.value
-        return result
+        return stop.value  # type: ignore[no-any-return]
 
 
 async def arun(steps: Steps[_T], stores: Sequence[Any]) -> _T:
     """Drive ``steps`` to its result, awaiting each operation on an async store."""
     from .stores._threaded import run_in_thread
 
-    send, throw = steps.send, steps.throw
-    try:
-        op = send(None)
-        while True:
-            role, name, args, kwargs = op
-            try:
-                if role == CALL_ROLE:
-                    value = await run_in_thread(name, *args, **kwargs)
-                else:
-                    target = stores[role]
-                    value = getattr(target, name)(*args, **kwargs)
-                    value = await (arun(value, stores) if isinstance(target, StepsStore) else value)
-            except BaseException as exc:  # noqa: BLE001 - cancellation too: finally blocks run
-                op = throw(exc)
-            else:
-                op = send(value)
-    except StopIteration as stop:
-        result: _T = stop.value
-        return result
-
-
-def each(items: Iterable[Steps[Any]]) -> Steps[list[Any]]:
-    """The results of several steps, in order (one after the other)."""
-    results = []
-    for item in items:
-        results.append((yield from item))
-    return results
+    answer: tuple[Any, BaseException | None] = (None, None)
+    while True:
+        try:
+            role, name, args, kwargs = _advance(steps, *answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            if role == CALL_ROLE:
+                answer = (await run_in_thread(name, *args, **kwargs), None)
+                continue
+            target = stores[role]
+            called = getattr(target, name)(*args, **kwargs)
+            nested = isinstance(target, StepsStore)
+            answer = (await (arun(called, stores) if nested else called), None)
+        except BaseException as exc:  # noqa: BLE001 - cancellation too: finally blocks run
+            answer = (None, exc)

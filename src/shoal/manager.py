@@ -43,10 +43,11 @@ from .errors import (
 from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
 from .policies import Policy, build_change, parse_policy
 from .principals import PrincipalIndex
-from .replica import NoStore, ReplicaStats, ReplicaStore, Replicator
+from .replica import ReplicaStats, ReplicaStore, Replicator
 from .sealing import Secret
 from .session import LIFETIME_KEY, Session
 from .stores import async_twin, open_store
+from .stores.memory import MemoryStore
 from .stores.base import (
     ApplyResult,
     ApplyStatus,
@@ -146,18 +147,9 @@ class _Opened:
             self._manager.begin(session_id, read_only=read_only, policy=policy, lazy=False)
         )
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        session = self._session
-        assert session is not None
-        if exc_type is None:
-            self._manager.commit(session)
-        else:
-            self._manager.rollback(session)
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        manager = self._manager
+        (manager.commit if exc_type is None else manager.rollback)(self._opened())
 
     async def __aenter__(self) -> Session:
         session_id, read_only, policy = self._args
@@ -165,18 +157,13 @@ class _Opened:
         session._ensure()  # no id: made now, with no store call
         return self._entered(session)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        session = self._session
-        assert session is not None
-        if exc_type is None:
-            await self._manager.acommit(session)
-        else:
-            await self._manager.arollback(session)
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        manager = self._manager
+        await (manager.acommit if exc_type is None else manager.arollback)(self._opened())
+
+    def _opened(self) -> Session:
+        assert self._session is not None
+        return self._session
 
 
 def _serialize(session: Session) -> None:
@@ -279,7 +266,7 @@ class SessionManager:
         # The URL the store was opened from: its async twin is opened from it too.
         self._store_url: str | None = None
         if self._replicator is not None and replica == "only":
-            self.store: Store = NoStore()  # holds nothing
+            self.store: Store = MemoryStore("replica:only")  # a placeholder: holds nothing
         elif store is None or isinstance(store, str):
             self._store_url = default_store_url() if store is None else store
             self.store = open_store(self._store_url)
@@ -472,20 +459,20 @@ class SessionManager:
                     astore = self._astore = async_twin(self.store, self._store_url)
         return astore
 
-    def _run(self, steps: Steps[_T], handle: _Handle | None) -> _T:
-        """``steps`` on the sync stores of ``handle`` (None: the manager's store).
+    # The one place the sync API meets the store: ``run`` on the handle's
+    # stores. The contract suite's async driver swaps both (tests/_async_driver.py).
+    _runner = staticmethod(run)
 
-        The one place the sync API meets the store; the contract suite's
-        async driver overrides it to run every step through ``arun``.
-        """
-        return run(steps, handle.stores if handle is not None else (self.store, self.store))
+    def _base_stores(self) -> tuple[Any, Any]:
+        """What a step that needs no request runs on (the principal index): the store."""
+        return (self.store, self.store)
 
     # -- loading, as steps (shoal._steps): one algorithm for begin and abegin --------
 
     def _load(self, session: Session) -> None:
         """The session's lazy loader: the load steps on the sync store."""
         handle: _Handle = session._handle  # type: ignore[attr-defined]
-        self._run(self._load_steps(session), handle)
+        self._runner(self._load_steps(session), handle.stores)
 
     def _load_steps(self, session: Session) -> Steps[None]:
         handle: _Handle = session._handle  # type: ignore[attr-defined]
@@ -754,7 +741,7 @@ class SessionManager:
 
     def _renew(self, session: Session) -> None:
         handle: _Handle = session._handle  # type: ignore[attr-defined]
-        self._run(self._renew_steps(handle), handle)
+        self._runner(self._renew_steps(handle), handle.stores)
 
     async def _arenew(self, session: Session) -> None:
         handle: _Handle = session._handle  # type: ignore[attr-defined]
@@ -776,7 +763,7 @@ class SessionManager:
     def commit(self, session: Session) -> CommitOutcome:
         """Save what the request changed, release any lock; tell what to send."""
         handle: _Handle = session._handle  # type: ignore[attr-defined]
-        return self._run(self._commit_steps(session, handle), handle)
+        return self._runner(self._commit_steps(session, handle), handle.stores)
 
     async def acommit(self, session: Session) -> CommitOutcome:
         """``commit`` for a session from ``abegin``: the same steps, awaited."""
@@ -1007,7 +994,7 @@ class SessionManager:
         Each is named by its id hash (``info.key``), never its id. Dead entries
         met on the way are dropped from the index. ``asessions_of`` in async code.
         """
-        return self._run(self._sessions_of(principal), None)
+        return self._runner(self._sessions_of(principal), self._base_stores())
 
     async def asessions_of(self, principal: str | int) -> list[RecordInfo]:
         """``sessions_of``, awaited on the async store."""
@@ -1026,7 +1013,7 @@ class SessionManager:
         ended. A login that commits while this runs may survive it.
         ``ainvalidate_all`` in async code.
         """
-        return self._run(self._invalidate_all(principal), None)
+        return self._runner(self._invalidate_all(principal), self._base_stores())
 
     async def ainvalidate_all(self, principal: str | int) -> int:
         """``invalidate_all``, awaited on the async store."""
@@ -1130,7 +1117,7 @@ class SessionManager:
     def rollback(self, session: Session) -> None:
         """Drop the request's changes and release any lock it holds."""
         handle: _Handle = session._handle  # type: ignore[attr-defined]
-        self._run(self._rollback_steps(session, handle), handle)
+        self._runner(self._rollback_steps(session, handle), handle.stores)
 
     async def arollback(self, session: Session) -> None:
         """``rollback`` for a session from ``abegin``, awaited."""
@@ -1153,7 +1140,7 @@ class SessionManager:
 
     def _consume(self, session: Session, key: str) -> bool:
         handle: _Handle = session._handle  # type: ignore[attr-defined]
-        return self._run(self._consume_steps(session, handle, key), handle)
+        return self._runner(self._consume_steps(session, handle, key), handle.stores)
 
     async def _aconsume(self, session: Session, key: str) -> bool:
         handle: _Handle = session._handle  # type: ignore[attr-defined]

@@ -73,7 +73,6 @@ from .stores.base import (
 
 __all__ = [
     "GEN_FIELD",
-    "NoStore",
     "ReplicaStats",
     "ReplicaStore",
     "Replicator",
@@ -638,60 +637,3 @@ class ReplicaStore(StepsStore):
     def wait_unlocked(self, key: RecordKey, timeout: float) -> Steps[None]:
         if self._forwards:
             yield BASE.wait_unlocked(key, timeout)
-
-
-class NoStore:
-    """``replica="only"``: the manager's store is a placeholder that holds nothing.
-
-    Every session lives in its client's replica (``ReplicaStore`` with no
-    store behind it), so nothing ever reaches this: listings are empty, a
-    purge deletes nothing.
-    """
-
-    def __init__(self) -> None:
-        self.url = "replica:only"
-
-    def __repr__(self) -> str:
-        return "<NoStore replica:only>"
-
-    def load(
-        self,
-        key: RecordKey,
-        *,
-        now: float,
-        touch: Touch | None = None,
-        lock: LockRequest | None = None,
-    ) -> LoadResult:
-        return LoadResult(LoadStatus.ABSENT)
-
-    def create(
-        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
-    ) -> bool:
-        return False
-
-    def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
-        return ApplyResult(ApplyStatus.GONE)
-
-    def invalidate(self, key: RecordKey, *, now: float, lease_token: str | None = None) -> bool:
-        return False
-
-    def delete(self, key: RecordKey) -> bool:
-        return False
-
-    def unlock(self, key: RecordKey, token: str) -> None:
-        return None
-
-    def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
-        return False
-
-    def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
-        return None
-
-    def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
-        return iter(())
-
-    def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
-        return 0
-
-    def close(self) -> None:
-        """Nothing to release."""
