@@ -76,6 +76,7 @@ class LoopProbe:
 
     def __init__(self) -> None:
         self.lags: list[float] = []
+        self.woke: list[float] = []  # when each lag ended (perf_counter)
         self.ticks = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -94,7 +95,9 @@ class LoopProbe:
         while not self._stop.is_set():
             before = time.perf_counter()
             await asyncio.sleep(0.001)
-            self.lags.append(max(0.0, time.perf_counter() - before - 0.001))
+            woke = time.perf_counter()
+            self.lags.append(max(0.0, woke - before - 0.001))
+            self.woke.append(woke)
 
     async def _other(self) -> None:
         while not self._stop.is_set():
@@ -102,10 +105,12 @@ class LoopProbe:
             await asyncio.sleep(0)
 
     def report(self, what: str, stalled_for: float) -> str:
+        worst = max(range(len(self.lags)), key=self.lags.__getitem__)
         return (
             f"\n{what}: stalled {stalled_for:.2f} s; probe worst lag "
-            f"{max(self.lags) * 1000:.2f} ms, median {statistics.median(self.lags) * 1000:.3f} ms "
-            f"over {len(self.lags)} wake-ups; other coroutine ran {self.ticks} steps"
+            f"{self.lags[worst] * 1000:.2f} ms ({self.woke[worst] - self.woke[0]:.2f} s in), "
+            f"median {statistics.median(self.lags) * 1000:.3f} ms over {len(self.lags)} "
+            f"wake-ups; other coroutine ran {self.ticks} steps"
         )
 
 
