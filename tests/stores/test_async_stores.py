@@ -43,7 +43,7 @@ from shoal.errors import StoreUnavailable  # noqa: E402
 from shoal.stores import open_async_store, open_store  # noqa: E402
 from shoal.stores._breaker import AsyncBreakerStore, BreakerStore  # noqa: E402
 from shoal.stores._threaded import ThreadedStore  # noqa: E402
-from shoal.stores.base import LoadStatus, LockRequest, NewRecord, RecordKey  # noqa: E402
+from shoal.stores.base import LoadStatus, LockRequest, NewRecord, RecordInfo, RecordKey  # noqa: E402
 from shoal.stores.redis_async import AsyncRedisStore  # noqa: E402
 from tests.conftest import STORE_KINDS  # noqa: E402
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
@@ -432,3 +432,33 @@ def test_one_postgres_store_awaited_from_two_loops(pg_url: str, app_id: str) -> 
     for thread in threads:
         thread.join(PATIENCE)
     assert results == {n: [LoadStatus.LOADED] * 20 for n in "cd"}
+
+
+def test_a_dropped_table_is_created_again_by_the_async_store(pg_url: str, app_id: str) -> None:
+    """As the sync store: a statement that meets no table re-creates it once and runs again."""
+    import psycopg
+    from urllib.parse import parse_qs, urlsplit
+
+    table = parse_qs(urlsplit(pg_url).query)["table"][0]
+    key = RecordKey(app_id, "d" * 64)
+    now = float(int(time.time()))
+
+    def drop() -> None:
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP TABLE "{table}"')
+
+    async def scenario() -> tuple[list[RecordInfo], int, LoadStatus]:
+        store = open_async_store(pg_url)
+        try:
+            assert await store.create(key, record(now), now=now)
+            drop()
+            listed = list(await store.records(app_id))
+            drop()
+            purged = await store.purge(now=now, grace=0.0)
+            drop()
+            assert await store.create(key, record(now), now=now)
+            return listed, purged, (await store.load(key, now=now)).status
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(scenario()) == ([], 0, LoadStatus.LOADED)
