@@ -494,6 +494,8 @@ class PostgresSettings:
         self.cut_after = max(socket_timeout, statement_timeout + 1.0)
         self._schema_ready = False
         self._existing_only = False  # see require_existing()
+        self._lock = threading.Lock()  # made again in a forked child (_STORES)
+        _STORES.add(self)
         self._start()
 
     def _start(self) -> None:
@@ -698,14 +700,12 @@ class PostgresStore(PostgresSettings):
     """
 
     def _start(self) -> None:
-        self._lock = threading.Lock()
         self._thread_state = threading.local()
         self._pool_obj: ConnectionPool[_Connection] | None = None
         self._waker_obj: _Waker | None = None
         self._watchdog_obj: _Watchdog | None = None
         self._pid = os.getpid()
         self._closed = False
-        _STORES.add(self)
 
     # -- connections --------------------------------------------------------
 
@@ -1351,7 +1351,7 @@ class _Waker:
 
 
 # Every live store, so a fork handler can reset their locks in the child.
-_STORES: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+_STORES: weakref.WeakSet[PostgresSettings] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -83,7 +82,6 @@ class AsyncPostgresStore(AsyncForwarder, PostgresSettings):
         self._pools: PerLoop[Pool] = PerLoop(
             lambda: AsyncConnectionPool(connection_class=_AsyncConnection, **self._pool_args())
         )
-        self._lock = threading.Lock()  # the waker, shared by every loop
         self._waker_obj: _Waker | None = None
         self._waker_pid = os.getpid()
         self._lock_marks: dict[RecordKey, tuple[int, int] | None] = {}
