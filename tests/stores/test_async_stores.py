@@ -462,3 +462,39 @@ def test_a_dropped_table_is_created_again_by_the_async_store(pg_url: str, app_id
             await store.aclose()
 
     assert asyncio.run(scenario()) == ([], 0, LoadStatus.LOADED)
+
+
+def test_the_async_table_creation_outlasts_a_statements_cut_off(
+    pg_url: str, app_id: str
+) -> None:
+    """The DDL waits under ``schema_timeout``, not the 2 s cut-off of a statement.
+
+    Another session holds the store's migration lock for longer than the
+    cut-off (socket_timeout=2, statement_timeout=0.3): the store's first
+    call waits for it and then creates the table.
+    """
+    import psycopg
+    from urllib.parse import parse_qs, urlsplit
+
+    from shoal.stores.postgresql import _Statements
+
+    table = parse_qs(urlsplit(pg_url).query)["table"][0]
+    key = RecordKey(app_id, "m" * 64)
+    now = float(int(time.time()))
+
+    async def first_call() -> LoadStatus:
+        store = open_async_store(f"{pg_url}&statement_timeout=0.3&socket_timeout=2")
+        try:
+            return (await store.load(key, now=now)).status
+        finally:
+            await store.aclose()
+
+    with psycopg.connect(pg_url.split("?")[0], connect_timeout=5) as blocker:
+        blocker.execute(_Statements(table).migrate_lock)  # held until the rollback
+        release = threading.Timer(PG_CUT_AFTER + 0.5, blocker.rollback)
+        release.start()
+        try:
+            assert asyncio.run(first_call()) is LoadStatus.ABSENT
+        finally:
+            release.cancel()
+            release.join()

@@ -30,6 +30,12 @@ server that accepts but never answers; libpq has no read timeout).
 The store is fork-safe (a child opens its own pool and listener and never
 closes the parent's) and thread-safe. ``open_store`` puts it behind the
 process-wide circuit breaker of its URL (``_breaker.py``).
+
+The async twin (``postgresql_async.AsyncPostgresStore``) shares all of it
+but the sending: both derive from ``PostgresSettings`` (URL parameters,
+statements, errors, DDL), whose ``_plan_*`` generators are the contract's
+operations written once; a store only runs (or awaits) each statement a
+plan yields and sends the answer back.
 """
 
 from __future__ import annotations
@@ -587,7 +593,6 @@ class PostgresSettings:
         conn = psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs)
         conn.execute(self._q.listen)
         return conn
-
 
     # -- the contract as plans: statements to send, answers to read -----------
     #
