@@ -32,13 +32,16 @@ STORE_KINDS: dict[str, StoreURLFactory] = {
 }
 
 
-# The same stores through their AsyncStore (stores.open_async_store), each call
-# awaited (tests/_async_facade.py): name -> the kind whose URL it opens. The
+# The same stores through an AsyncStore, each call awaited
+# (tests/_async_facade.py): name -> the kind whose URL it opens. A "-threaded"
+# kind is the sync store in store threads (ThreadedStore, what a manager handed
+# a store object gets); the others are what stores.open_async_store gives. The
 # store contract suite runs on these too (tests/contract/test_store_contract.py).
 ASYNC_STORE_KINDS: dict[str, str] = {
     "redis-async": "redis",
     "redis-cluster-async": "redis-cluster",
     "redis-sentinel-async": "redis-sentinel",
+    "postgresql-async": "postgresql",
     "postgresql-threaded": "postgresql",
     "sqlite-threaded": "sqlite",
 }
@@ -47,11 +50,18 @@ ASYNC_STORE_KINDS: dict[str, str] = {
 def open_kind(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """An empty store of ``kind`` (a STORE_KINDS or ASYNC_STORE_KINDS name), opened."""
     if kind in ASYNC_STORE_KINDS:
-        from shoal.stores import open_async_store
+        from shoal.stores import AsyncStore, open_async_store
+        from shoal.stores._threaded import ThreadedStore
         from tests._async_facade import SyncFacade
 
         url = STORE_KINDS[ASYNC_STORE_KINDS[kind]](request, tmp_path)
-        facade: Any = SyncFacade(lambda: open_async_store(url))
+
+        def make() -> AsyncStore:
+            if kind.endswith("-threaded"):
+                return ThreadedStore(open_store(url))
+            return open_async_store(url)
+
+        facade: Any = SyncFacade(make)
         opened: Store = facade
         return opened
     return open_store(STORE_KINDS[kind](request, tmp_path))

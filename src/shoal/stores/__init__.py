@@ -59,10 +59,11 @@ def open_store(url: str) -> Store:
 
 
 # scheme module -> (module, class) of its native AsyncStore. The others
-# (memory, SQLite, file, dbm, MySQL, and PostgreSQL until its async store
-# lands: docs/stores-sql.md) run their sync calls in a store thread.
+# (memory, SQLite, file, dbm, MySQL: docs/stores-sql.md) run their sync
+# calls in a store thread.
 ASYNC_MODULES: Final[dict[str, tuple[str, str]]] = {
     "shoal.stores.redis": ("shoal.stores.redis_async", "AsyncRedisStore"),
+    "shoal.stores.postgresql": ("shoal.stores.postgresql_async", "AsyncPostgresStore"),
 }
 
 
@@ -89,10 +90,11 @@ def open_async_store(url: str) -> AsyncStore:
     """The ``AsyncStore`` for ``url``, behind the same circuit breaker as ``open_store(url)``.
 
     Redis (every redis* scheme) has a native async store (``redis.asyncio``)
-    sharing its scripts, layout and parsing with the sync one. Every other
-    store runs each sync call in a store thread (``stores/_threaded.py``):
-    PostgreSQL for now (its native store is not written yet) and MySQL
-    (PyMySQL has no async twin); see docs/stores-sql.md.
+    sharing its scripts, layout and parsing with the sync one, and so has
+    PostgreSQL (psycopg's async pool, the sync store's statements and
+    plans). Every other store runs each sync call in a store thread
+    (``stores/_threaded.py``): MySQL (PyMySQL has no async twin) and the
+    local stores; see docs/stores-sql.md.
     """
     module_name, _class_name, extra = _entry(url)
     native = ASYNC_MODULES.get(module_name)

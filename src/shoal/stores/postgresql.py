@@ -30,6 +30,12 @@ server that accepts but never answers; libpq has no read timeout).
 The store is fork-safe (a child opens its own pool and listener and never
 closes the parent's) and thread-safe. ``open_store`` puts it behind the
 process-wide circuit breaker of its URL (``_breaker.py``).
+
+The async twin (``postgresql_async.AsyncPostgresStore``) shares all of it
+but the sending: both derive from ``PostgresSettings`` (URL parameters,
+statements, errors, DDL), whose ``_plan_*`` generators are the contract's
+operations written once; a store only runs (or awaits) each statement a
+plan yields and sends the answer back.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlunsplit
@@ -84,6 +90,15 @@ log = logging.getLogger("shoal.stores.postgresql")
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[TupleRow]
+
+# What a plan's statement answers with: its first row, every row, or how many
+# rows it changed.
+ONE, ALL, COUNT = "one", "all", "count"
+# One statement of a plan: the SQL, its parameters, what to fetch.
+Step = tuple[str, Mapping[str, Any], str]
+# An operation written once for both stores: it yields each statement and is
+# sent the statement's answer; its return value is the operation's.
+Plan = Generator[Step, Any, T]
 
 # A name we quote ourselves; short enough that "<name>_expires" and
 # "<name>_wake" stay within PostgreSQL's 63-byte identifiers.
@@ -181,7 +196,7 @@ class _QuietPool(logging.Filter):
     def _ours(record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else (record.args,)
         for arg in args:
-            if isinstance(arg, _Connection) or "shoal:" in str(arg):
+            if isinstance(arg, (_Connection, _AsyncConnection)) or "shoal:" in str(arg):
                 return True
         return False
 
@@ -210,6 +225,28 @@ class _Connection(psycopg.Connection[TupleRow]):
     def connect(cls, conninfo: str = "", **kwargs: Any) -> _Connection:
         try:
             conn = super().connect(conninfo, **kwargs)
+        except psycopg.Error as exc:
+            _CONNECT_ERRORS[conninfo] = _describe(exc)
+            raise
+        _CONNECT_ERRORS.pop(conninfo, None)
+        return conn
+
+
+class _AsyncConnection(psycopg.AsyncConnection[TupleRow]):
+    """``_Connection`` for the async pool (``postgresql_async.py``): the same two jobs."""
+
+    _statement_cursor: psycopg.AsyncCursor[TupleRow] | None = None
+
+    def statement_cursor(self) -> psycopg.AsyncCursor[TupleRow]:
+        cursor = self._statement_cursor
+        if cursor is None or cursor.closed:
+            cursor = self._statement_cursor = self.cursor()
+        return cursor
+
+    @classmethod
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> _AsyncConnection:
+        try:
+            conn = await super().connect(conninfo, **kwargs)
         except psycopg.Error as exc:
             _CONNECT_ERRORS[conninfo] = _describe(exc)
             raise
@@ -367,14 +404,22 @@ class _Statements:
         return query
 
 
-class PostgresStore:
-    """Sessions in one PostgreSQL table, reached through a connection pool.
+S = TypeVar("S", bound="PostgresSettings")
+
+
+class PostgresSettings:
+    """What the sync and the async store share: the URL's settings, statements, errors.
 
     ``conninfo`` is a libpq URL or key=value string (it may hold a password;
     it is never shown). ``url`` is the masked URL shown in errors and logs.
     ``lock_poll``: a lease waiter re-checks at least this often even without
     a notification (a backstop). ``connect_kwargs``: extra keyword arguments
-    for the pool's ``psycopg.connect`` (e.g. ``cursor_factory``).
+    for the pool's ``connect`` (e.g. ``cursor_factory``).
+
+    ``PostgresStore`` and ``AsyncPostgresStore`` (``postgresql_async.py``)
+    both derive from it, so one URL means the same timeouts, pool size,
+    statements and error messages on both. Rejected: a second parser for the
+    async store's URL.
     """
 
     def __init__(
@@ -450,19 +495,20 @@ class PostgresStore:
             "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
             **dict(connect_kwargs or {}),
         }
-        self._lock = threading.Lock()
-        self._thread_state = threading.local()
-        self._pool_obj: ConnectionPool[_Connection] | None = None
-        self._waker_obj: _Waker | None = None
-        self._watchdog_obj: _Watchdog | None = None
-        self._pid = os.getpid()
+        # A statement still unanswered after this long is cut (the frozen
+        # server): the watchdog (sync) or a loop timer (async).
+        self.cut_after = max(socket_timeout, statement_timeout + 1.0)
         self._schema_ready = False
         self._existing_only = False  # see require_existing()
-        self._closed = False
+        self._lock = threading.Lock()  # made again in a forked child (_STORES)
         _STORES.add(self)
+        self._start()
+
+    def _start(self) -> None:
+        """The subclass's own state (pools, threads), set up at the end of ``__init__``."""
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls: type[S], url: str) -> S:
         """``postgresql://user:password@host:port/db?table=...&max_size=...``."""
         parts = split_url(url)
         if parts.scheme.lower() not in ("postgresql", "postgres"):
@@ -474,46 +520,12 @@ class PostgresStore:
         return cls(conninfo, url=url, libpq=libpq, **options)
 
     def __repr__(self) -> str:
-        return f"<PostgresStore {self.url} table={self.table}>"
-
-    # -- connections --------------------------------------------------------
-
-    def _pool(self) -> ConnectionPool[_Connection]:
-        pool = self._pool_obj
-        if pool is not None and self._pid == os.getpid():
-            return pool
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailable(self.url, "the store was closed")
-            if self._pid != os.getpid():
-                self._forked()
-            if self._pool_obj is None:
-                pool = ConnectionPool(
-                    self.conninfo,
-                    connection_class=_Connection,
-                    kwargs=self._pool_kwargs,
-                    min_size=self.min_size,
-                    max_size=self.max_size,
-                    timeout=self.pool_timeout,
-                    reconnect_timeout=self.reconnect_timeout,
-                    name=f"shoal:{self.table}",
-                    num_workers=2,
-                    open=False,
-                )
-                pool.open(wait=False)
-                self._pool_obj = pool
-            return self._pool_obj
-
-    def _forked(self) -> None:
-        """In a child process: forget the parent's pool and listener, never close them."""
-        _INHERITED.extend(x for x in (self._pool_obj, self._waker_obj) if x is not None)
-        self._pool_obj, self._waker_obj, self._watchdog_obj = None, None, None
-        self._pid = os.getpid()
+        return f"<{type(self).__name__} {self.url} table={self.table}>"
 
     def _unavailable(self, exc: BaseException, cut: _Cut | None = None) -> StoreUnavailable:
         detail = _describe(exc)
         if cut is not None and cut.fired:
-            detail = f"no answer within {self._watchdog().limit:g}s (socket_timeout): {detail}"
+            detail = f"no answer within {self.cut_after:g}s (socket_timeout): {detail}"
         if isinstance(exc, PoolTimeout):
             cause = _CONNECT_ERRORS.get(self.conninfo)
             wrong = _misconfigured(cause) if cause else None
@@ -532,6 +544,196 @@ class PostgresStore:
                     f" (last connect error: {cause})" if cause else ""
                 )
         return StoreUnavailable(self.url, detail)
+
+    def _needs_table(self, exists: tuple[Any, ...] | None) -> bool:
+        """Whether PG_TABLE_EXISTS's answer means "create it"; NotAStore when we may not."""
+        if exists and exists[0]:
+            return False
+        if self._existing_only:
+            raise NotAStore(
+                self.url,
+                f"the database has no {self.table} table; check --store, or add the table "
+                "with `shoal migrate` if this database is meant to hold sessions",
+            )
+        return True
+
+    def _migration(self) -> list[str | sql.Composed]:
+        """The statements that create the table, in one transaction, in order.
+
+        DDL waits on the catalog and the disk: a request's short timeout
+        would fail a first start on a busy server, so the transaction runs
+        under ``schema_timeout`` (and the cut-off is raised to match).
+        """
+        schema_ms = sql.Literal(max(1, int(self.schema_timeout * 1000)))
+        settings: list[str | sql.Composed] = [
+            sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(setting), schema_ms)
+            for setting in ("statement_timeout", "lock_timeout")
+        ]
+        return [*settings, self._q.migrate_lock, *self._q.schema]
+
+    def _key(self, key: RecordKey) -> dict[str, Any]:
+        return {"app_id": key.app_id, "id_hash": key.id_hash}
+
+    def _pool_args(self) -> dict[str, Any]:
+        """The pool's arguments (sync or async pool alike), but its connection class."""
+        return {
+            "conninfo": self.conninfo,
+            "kwargs": self._pool_kwargs,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "timeout": self.pool_timeout,
+            "reconnect_timeout": self.reconnect_timeout,
+            "name": f"shoal:{self.table}",
+            "num_workers": 2,
+            "open": False,
+        }
+
+    def _listen_connection(self) -> psycopg.Connection[TupleRow]:
+        """The lease listener's connection (``_Waker``, in its own thread, sync)."""
+        conn = psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs)
+        conn.execute(self._q.listen)
+        return conn
+
+    # -- the contract as plans: statements to send, answers to read -----------
+    #
+    # Each operation is written once, here, as a generator that yields
+    # (statement, parameters, what to fetch) and is sent each answer; the
+    # sync store runs the statements on its pool (``PostgresStore._drive``),
+    # the async store awaits them (``AsyncPostgresStore._drive``). Rejected:
+    # the async store as a hand copy of the sync one, and a generated twin
+    # (httpcore's unasync): what differs is only how one statement travels.
+
+    def _mark(self) -> tuple[int, int] | None:
+        """Where the lease notifications stand now (``_Waker.mark``), or None."""
+        raise NotImplementedError
+
+    def _marks(self) -> dict[RecordKey, tuple[int, int] | None]:
+        """The marks of locking loads answered LOCKED, per key, for ``wait_unlocked``."""
+        raise NotImplementedError
+
+    def _plan_load(
+        self,
+        key: RecordKey,
+        *,
+        now: float,
+        touch: Touch | None = None,
+        lock: LockRequest | None = None,
+    ) -> Plan[LoadResult]:
+        if lock is not None:
+            return (yield from self._plan_load_locked(key, now=now, touch=touch, lock=lock))
+        row = yield self._q.select, self._key(key), ONE
+        result, outcome = load_step(
+            _record(row) if row else None, now=now, touch=touch, lock=None
+        )
+        if outcome is None:
+            return result
+        # A touch is due (at most once per touch interval): one UPDATE that
+        # re-checks it and answers with the row either way.
+        assert touch is not None
+        return touched((yield self._q.touch, touch_params(key, now, touch), ONE), now)
+
+    def _plan_load_locked(
+        self, key: RecordKey, *, now: float, touch: Touch | None, lock: LockRequest
+    ) -> Plan[LoadResult]:
+        params = lock_params(key, now, touch, lock)
+        # Where the notifications stood before this load was sent: a release
+        # after it wakes the caller's wait_unlocked (see _Waker).
+        mark = self._mark()
+        # The lease as it almost always goes: one UPDATE that takes it.
+        row = yield self._q.take[touch is not None], params, ONE
+        if row is not None:
+            return LoadResult(LoadStatus.LOADED, _record(row).to_record())
+        # Refused: PG_LOAD_LOCK says why, atomically (or takes the lease, when
+        # it came free since).
+        result = lock_answer((yield self._q.load_lock, params, ONE))
+        if result.status is LoadStatus.LOCKED:
+            self._marks()[key] = mark
+        return result
+
+    def _plan_create(
+        self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
+    ) -> Plan[bool]:
+        return (yield self._q.create, create_params(key, record, now, lock), ONE) is not None
+
+    def _plan_apply(self, key: RecordKey, change: Change, *, now: float) -> Plan[ApplyResult]:
+        # The save as it almost always goes: one UPDATE that checks and writes.
+        query, params = save_plan(self._q, key, change, now)
+        row = yield query, params, ONE
+        if row is not None:
+            return ApplyResult(ApplyStatus.OK, version=int(row[0]))
+        # It wrote nothing: PG_APPLY says why, atomically (or writes, when the
+        # row changed since in a way that lets the save through).
+        query, params = apply_plan(self._q, change, params)
+        return applied((yield query, params, ONE))
+
+    def _plan_invalidate(
+        self, key: RecordKey, *, now: float, lease_token: str | None = None
+    ) -> Plan[bool]:
+        params = {**self._key(key), "now": now, "token": lease_token}
+        return (yield self._q.invalidate, params, ONE) is not None
+
+    def _plan_delete(self, key: RecordKey) -> Plan[bool]:
+        return (yield self._q.delete, self._key(key), ONE) is not None
+
+    def _plan_unlock(self, key: RecordKey, token: str) -> Plan[None]:
+        yield self._q.unlock, {**self._key(key), "token": token}, ONE
+
+    def _plan_renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> Plan[bool]:
+        params = {**self._key(key), "token": token, "now": now, "lease": lease}
+        return (yield self._q.renew, params, ONE) is not None
+
+    def _plan_records(self, app_id: str | None = None) -> Plan[list[RecordInfo]]:
+        return listed((yield self._q.list, {"app_id": app_id}, ALL))
+
+    def _plan_purge(self, *, now: float, grace: float, limit: int = 1000) -> Plan[int]:
+        count: int = yield self._q.purge, {"cutoff": now - grace, "limit": limit}, COUNT
+        return count
+
+    def _plan_purge_ended(
+        self, *, now: float, grace: float, limit: int = 1000
+    ) -> Plan[list[Ended]]:
+        from ..cluster._statements import PG_PURGE_RETURNING
+
+        query = PG_PURGE_RETURNING.format(table=self._q.quoted_table)
+        return ended_rows((yield query, {"cutoff": now - grace, "limit": limit}, ALL))
+
+
+class PostgresStore(PostgresSettings):
+    """Sessions in one PostgreSQL table, reached through a connection pool.
+
+    The arguments are ``PostgresSettings``'s.
+    """
+
+    def _start(self) -> None:
+        self._thread_state = threading.local()
+        self._pool_obj: ConnectionPool[_Connection] | None = None
+        self._waker_obj: _Waker | None = None
+        self._watchdog_obj: _Watchdog | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    # -- connections --------------------------------------------------------
+
+    def _pool(self) -> ConnectionPool[_Connection]:
+        pool = self._pool_obj
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(self.url, "the store was closed")
+            if self._pid != os.getpid():
+                self._forked()
+            if self._pool_obj is None:
+                pool = ConnectionPool(connection_class=_Connection, **self._pool_args())
+                pool.open(wait=False)
+                self._pool_obj = pool
+            return self._pool_obj
+
+    def _forked(self) -> None:
+        """In a child process: forget the parent's pool and listener, never close them."""
+        _INHERITED.extend(x for x in (self._pool_obj, self._waker_obj) if x is not None)
+        self._pool_obj, self._waker_obj, self._watchdog_obj = None, None, None
+        self._pid = os.getpid()
 
     def _run(self, query: str, params: Mapping[str, Any], consume: Callable[[Cursor], T]) -> T:
         """Execute one statement on a pooled connection and read its result."""
@@ -586,13 +788,7 @@ class PostgresStore:
                 ).fetchone()
         except psycopg.Error as exc:
             raise self._unavailable(exc, cut) from exc
-        if not (exists and exists[0]):
-            if self._existing_only:
-                raise NotAStore(
-                    self.url,
-                    f"the database has no {self.table} table; check --store, or add the table "
-                    "with `shoal migrate` if this database is meant to hold sessions",
-                )
+        if self._needs_table(exists):
             self.migrate()
         self._schema_ready = True
 
@@ -614,24 +810,25 @@ class PostgresStore:
                 conn, cut, self.schema_timeout + 1.0
             ):
                 with conn.transaction():
-                    # DDL waits on the catalog and the disk: a request's short
-                    # timeout would fail a first start on a busy server.
-                    schema_ms = sql.Literal(max(1, int(self.schema_timeout * 1000)))
-                    for setting in ("statement_timeout", "lock_timeout"):
-                        conn.execute(
-                            sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(setting), schema_ms)
-                        )
-                    conn.execute(self._q.migrate_lock)
-                    for statement in self._q.schema:
+                    for statement in self._migration():
                         conn.execute(statement)
         except psycopg.Error as exc:
             raise self._unavailable(exc, cut) from exc
         self._schema_ready = True
 
-    def _key(self, key: RecordKey) -> dict[str, Any]:
-        return {"app_id": key.app_id, "id_hash": key.id_hash}
+    # -- the contract: the shared plans, each statement run here ---------------
 
-    # -- the contract -------------------------------------------------------
+    def _drive(self, plan: Plan[T]) -> T:
+        """Run ``plan``'s statements in turn, each answer sent back into it."""
+        step = next(plan)  # every plan sends at least one statement
+        while True:
+            query, params, fetch = step
+            answer = self._run(query, params, _FETCH[fetch])
+            try:
+                step = plan.send(answer)
+            except StopIteration as done:
+                result: T = done.value
+                return result
 
     def load(
         self,
@@ -641,76 +838,51 @@ class PostgresStore:
         touch: Touch | None = None,
         lock: LockRequest | None = None,
     ) -> LoadResult:
-        if lock is not None:
-            return self._load_locked(key, now=now, touch=touch, lock=lock)
-        row = self._run(self._q.select, self._key(key), _one)
-        result, outcome = load_step(
-            _record(row) if row else None, now=now, touch=touch, lock=None
-        )
-        if outcome is None:
-            return result
-        # A touch is due (at most once per touch interval): one UPDATE that
-        # re-checks it and answers with the row either way.
-        assert touch is not None
-        return touched(self._run(self._q.touch, touch_params(key, now, touch), _one), now)
-
-    def _load_locked(
-        self, key: RecordKey, *, now: float, touch: Touch | None, lock: LockRequest
-    ) -> LoadResult:
-        params = lock_params(key, now, touch, lock)
-        # Where the notifications stood before this load was sent: a release
-        # after it wakes this thread's wait_unlocked (see _Waker).
-        waker = self._waker_obj if self._pid == os.getpid() else None
-        mark = waker.mark() if waker is not None else None
-        # The lease as it almost always goes: one UPDATE that takes it.
-        row = self._run(self._q.take[touch is not None], params, _one)
-        if row is not None:
-            return LoadResult(LoadStatus.LOADED, _record(row).to_record())
-        # Refused: PG_LOAD_LOCK says why, atomically (or takes the lease, when
-        # it came free since).
-        result = lock_answer(self._run(self._q.load_lock, params, _one))
-        if result.status is LoadStatus.LOCKED:
-            self._marks()[key] = mark
-        return result
+        return self._drive(self._plan_load(key, now=now, touch=touch, lock=lock))
 
     def create(
         self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
     ) -> bool:
-        return self._run(self._q.create, create_params(key, record, now, lock), _one) is not None
+        return self._drive(self._plan_create(key, record, now=now, lock=lock))
 
     def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
-        # The save as it almost always goes: one UPDATE that checks and writes.
-        query, params = save_plan(self._q, key, change, now)
-        row = self._run(query, params, _one)
-        if row is not None:
-            return ApplyResult(ApplyStatus.OK, version=int(row[0]))
-        # It wrote nothing: PG_APPLY says why, atomically (or writes, when the
-        # row changed since in a way that lets the save through).
-        query, params = apply_plan(self._q, change, params)
-        return applied(self._run(query, params, _one))
+        return self._drive(self._plan_apply(key, change, now=now))
 
     def invalidate(
         self, key: RecordKey, *, now: float, lease_token: str | None = None
     ) -> bool:
-        params = {**self._key(key), "now": now, "token": lease_token}
-        return self._run(self._q.invalidate, params, _one) is not None
+        return self._drive(self._plan_invalidate(key, now=now, lease_token=lease_token))
 
     def delete(self, key: RecordKey) -> bool:
-        return self._run(self._q.delete, self._key(key), _one) is not None
+        return self._drive(self._plan_delete(key))
 
     def unlock(self, key: RecordKey, token: str) -> None:
-        self._run(self._q.unlock, {**self._key(key), "token": token}, _one)
+        self._drive(self._plan_unlock(key, token))
 
     def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
-        params = {**self._key(key), "token": token, "now": now, "lease": lease}
-        return self._run(self._q.renew, params, _one) is not None
+        return self._drive(self._plan_renew(key, token, now=now, lease=lease))
+
+    def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
+        yield from self._drive(self._plan_records(app_id))
+
+    def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
+        return self._drive(self._plan_purge(now=now, grace=grace, limit=limit))
+
+    def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
+        """As ``purge``, returning what each deleted record held (one DELETE ... RETURNING)."""
+        return self._drive(self._plan_purge_ended(now=now, grace=grace, limit=limit))
 
     def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
-        marks: dict[RecordKey, tuple[int, int] | None] = self._marks()
-        mark = marks.pop(key, None)
+        mark = self._marks().pop(key, None)
         if timeout <= 0:
             return
-        self._waker().wait(f"{key.app_id}:{key.id_hash}", timeout, mark)
+        self._waker().wait(wake_payload(key), timeout, mark)
+
+    def _mark(self) -> tuple[int, int] | None:
+        # Only a listener of this process that is already up: a locking load
+        # never waits for one to start.
+        waker = self._waker_obj if self._pid == os.getpid() else None
+        return waker.mark() if waker is not None else None
 
     def _marks(self) -> dict[RecordKey, tuple[int, int] | None]:
         """This thread's notification marks, per key it found LOCKED."""
@@ -720,20 +892,6 @@ class PostgresStore:
         if marks is None or len(marks) > 64:
             marks = self._thread_state.marks = {}
         return marks
-
-    def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
-        yield from listed(self._run(self._q.list, {"app_id": app_id}, _all))
-
-    def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
-        params = {"cutoff": now - grace, "limit": limit}
-        return self._run(self._q.purge, params, lambda cur: max(cur.rowcount, 0))
-
-    def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
-        """As ``purge``, returning what each deleted record held (one DELETE ... RETURNING)."""
-        from ..cluster._statements import PG_PURGE_RETURNING
-
-        query = PG_PURGE_RETURNING.format(table=self._q.quoted_table)
-        return ended_rows(self._run(query, {"cutoff": now - grace, "limit": limit}, _all))
 
     def close(self) -> None:
         with self._lock:
@@ -759,8 +917,7 @@ class PostgresStore:
             if self._pid != os.getpid():
                 self._forked()
             if self._watchdog_obj is None:
-                limit = max(self.socket_timeout, self.statement_timeout + 1.0)
-                self._watchdog_obj = _Watchdog(limit, self.table)
+                self._watchdog_obj = _Watchdog(self.cut_after, self.table)
             return self._watchdog_obj
 
     # -- lease waiters --------------------------------------------------------
@@ -777,11 +934,6 @@ class PostgresStore:
                     self._listen_connection, self.table, poll=self.lock_poll
                 )
             return self._waker_obj
-
-    def _listen_connection(self) -> psycopg.Connection[TupleRow]:
-        conn = psycopg.connect(self.conninfo, autocommit=True, **self._connect_kwargs)
-        conn.execute(self._q.listen)
-        return conn
 
 
 # -- statements' parameters and answers, shared with the async store -----------
@@ -930,6 +1082,18 @@ def _one(cur: Cursor) -> tuple[Any, ...] | None:
 
 def _all(cur: Cursor) -> list[tuple[Any, ...]]:
     return cur.fetchall()
+
+
+def _count(cur: Cursor) -> int:
+    return max(cur.rowcount, 0)
+
+
+_FETCH: dict[str, Callable[[Cursor], Any]] = {ONE: _one, ALL: _all, COUNT: _count}
+
+
+def wake_payload(key: RecordKey) -> str:
+    """The NOTIFY payload a release of ``key`` sends (``app_id:id_hash``)."""
+    return f"{key.app_id}:{key.id_hash}"
 
 
 class _Cut:
@@ -1125,7 +1289,7 @@ class _Waker:
                 if remaining <= 0:
                     return
                 await asyncio.wait_for(poked.wait(), timeout=remaining)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin TimeoutError only from 3.11
             return
         finally:
             with self._cond:
@@ -1192,7 +1356,7 @@ class _Waker:
 
 
 # Every live store, so a fork handler can reset their locks in the child.
-_STORES: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+_STORES: weakref.WeakSet[PostgresSettings] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
