@@ -23,24 +23,36 @@ T = TypeVar("T")
 PATIENCE = 60.0  # bound of every awaited call seen from the test's thread
 
 
-class SyncFacade:
-    """``store``'s coroutines run on the facade's loop; results returned synchronously."""
+class LoopThread:
+    """An event loop running in a daemon thread, for sync code that awaits on it."""
 
-    def __init__(self, make: Callable[[], AsyncStore]) -> None:
+    def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="async-facade", daemon=True
         )
         self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro``'s result, awaited on the loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(PATIENCE)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(PATIENCE)
+        self.loop.close()
+
+
+class SyncFacade(LoopThread):
+    """``store``'s coroutines run on the facade's loop; results returned synchronously."""
+
+    def __init__(self, make: Callable[[], AsyncStore]) -> None:
+        super().__init__()
         self.store = make()
         self.url = self.store.url
 
     def __repr__(self) -> str:
         return f"<SyncFacade {self.store!r}>"
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """``coro``'s result, awaited on the facade's loop."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(PATIENCE)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.store, name)
@@ -57,6 +69,4 @@ class SyncFacade:
         try:
             self.run(self.store.aclose())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(PATIENCE)
-            self.loop.close()
+            self.stop()

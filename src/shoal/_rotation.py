@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import ConfigError
 from .ids import is_well_formed
-from .stores.base import LoadStatus, NewRecord, RecordKey, Store
+from ._steps import Steps, StoreRef
+from .stores.base import LoadResult, LoadStatus, NewRecord, RecordKey
 
 __all__ = [
     "MAX_HOPS", "POINTER_FIELD", "POINTER_PREFIX", "check_rotation_grace", "follow",
@@ -111,8 +112,8 @@ def open_pointer(app_id: str, old_id: str, sealed: bytes) -> str | None:
 
 
 def write_pointer(
-    store: Store, app_id: str, old_id: str, new_id: str, *, now: float, grace: float
-) -> bool:
+    store: StoreRef, app_id: str, old_id: str, new_id: str, *, now: float, grace: float
+) -> Steps[bool]:
     """Store the pointer ``old_id -> new_id`` for ``grace`` seconds; False if one exists.
 
     Written before the old id is tombstoned, so a request that finds the
@@ -124,12 +125,13 @@ def write_pointer(
         absolute_expires=now + grace,
         fields={POINTER_FIELD: seal_pointer(app_id, old_id, new_id)},
     )
-    return store.create(pointer_key(app_id, old_id), record, now=now)
+    created: bool = yield store.create(pointer_key(app_id, old_id), record, now=now)
+    return created
 
 
-def follow(store: Store, app_id: str, old_id: str, *, now: float) -> str | None:
+def follow(store: StoreRef, app_id: str, old_id: str, *, now: float) -> Steps[str | None]:
     """The id ``old_id`` was rotated to, while its pointer lives; else None."""
-    result = store.load(pointer_key(app_id, old_id), now=now)
+    result: LoadResult = yield store.load(pointer_key(app_id, old_id), now=now)
     if result.status is not LoadStatus.LOADED or result.record is None:
         return None
     sealed = result.record.fields.get(POINTER_FIELD)

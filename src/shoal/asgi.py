@@ -1,11 +1,11 @@
 """ASGI middleware: the session at ``scope["session"]`` and ``scope["shoal.session"]``.
 
-Built on the synchronous ``SessionManager``: every step that can touch the
-store (the load, with its lock wait under ``serialized``; the commit; the
-rollback) runs in a worker thread (``anyio.to_thread.run_sync``), never on
-the event loop. For the local stores (memory, SQLite, file, dbm) that is the
-final design; Redis and PostgreSQL get native async stores later (issue 10),
-behind the same middleware.
+Built on the manager's async path (``abegin``/``acommit``/``arollback``):
+the same request steps as the WSGI middleware, awaited on the store's async
+twin (``shoal.stores.async_twin``): native ``redis.asyncio`` for Redis,
+each call in a store thread for the stores whose calls block in C (SQLite,
+dbm, file, memory) or that have no async driver. No store I/O ever runs on
+the event loop.
 
 When the load happens: a request without a session id (cookie or header)
 costs no store I/O at all (its session is new and empty, made on first use
@@ -45,26 +45,16 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, TypeVar
-
-try:
-    import anyio.to_thread
-except ImportError as exc:  # pragma: no cover - anyio comes with starlette
-    from .errors import ConfigError
-
-    raise ConfigError(
-        "shoal.asgi runs store I/O in worker threads with anyio: "
-        "pip install 'shoal[starlette]' (or anyio)"
-    ) from exc
+from typing import Any
 
 from ._replay import check_replay_options
 from .errors import ConfigError, ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
 from .manager import CommitOutcome, SessionManager
 from .session import Session
 from .transports import ANSWERED, Incoming, Transport, transport_for
-from .wsgi import _log_misuse, answer_error, rollback_quietly
+from .wsgi import _log_misuse, error_response, report_error, report_rollback_failure
 
-__all__ = ["SCOPE_KEY", "SessionDict", "SessionMiddleware"]
+__all__ = ["SCOPE_KEY", "SessionDict", "SessionMiddleware", "answer_error", "rollback_quietly"]
 
 log = logging.getLogger("shoal")
 
@@ -76,19 +66,29 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_T = TypeVar("_T")
 _MISSING: Any = object()
 
 
-async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
-    """Run a blocking step in a worker thread, waiting for it even if cancelled.
+async def answer_error(
+    manager: SessionManager,
+    session: Session,
+    exc: StoreUnavailable | LockTimeout | ConflictError | LockLost,
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """``shoal.wsgi.answer_error`` for async code: the rollback awaited."""
+    report_error(exc)
+    try:
+        await manager.arollback(session)
+    except ShoalError as cleanup:
+        report_rollback_failure(cleanup, exc)
+    return error_response(exc)
 
-    A cancelled request (the client went away) still waits for its commit
-    or rollback to finish in the thread, so a rollback never races a commit
-    of the same session. Rejected: ``asyncio.to_thread``, which returns at
-    cancellation while the thread goes on.
-    """
-    return await anyio.to_thread.run_sync(func, *args)
+
+async def rollback_quietly(manager: SessionManager, session: Session) -> None:
+    """``shoal.wsgi.rollback_quietly`` for async code: a failure is logged, never raised."""
+    try:
+        await manager.arollback(session)
+    except ShoalError as cleanup:
+        log.warning("session rollback failed too: %s", cleanup)
 
 
 class SessionDict(dict[str, Any]):
@@ -301,7 +301,7 @@ class SessionMiddleware:
     async def _run(self, scope: Scope, receive: Receive, send: Send, *, retry: bool) -> bool:
         """One run of the application; False when it must run again (``retry``)."""
         incoming = self.transport.read(partial(_scope_header, scope))
-        session = self.manager.begin(incoming.session_id, replica=incoming.replica)
+        session = self.manager._async_session(incoming.session_id, replica=incoming.replica)
         session._set_end(
             "when the response started (http.response.start)",
             "set session values before sending the response",
@@ -310,16 +310,14 @@ class SessionMiddleware:
             self.manager, self.transport, session, incoming, send,
             https=scope.get("scheme") == "https", defer_conflict=retry,
         )  # fmt: skip
-        if incoming.session_id:
-            # Loaded (and locked) now, in a thread: a lazy load would block the loop.
-            try:
-                view = await _in_thread(_loaded_view, session)
-            except ANSWERED as exc:
-                await exchange.abort(exc)
-                return True
-        else:
-            view = SessionDict(session)  # new and empty: made on first use, no store I/O
-        scope["session"] = view
+        # Loaded (and locked) now, awaited: a lazy load would block the loop.
+        # Without an id: new and empty, made on first use with no store I/O.
+        try:
+            await self.manager._aload(session)
+        except ANSWERED as exc:
+            await exchange.abort(exc)
+            return True
+        scope["session"] = SessionDict(session)
         scope[SCOPE_KEY] = session
         try:
             await self.app(scope, receive, exchange.send)
@@ -341,11 +339,6 @@ class SessionMiddleware:
             # No response at all (the server answers 500): nothing to save.
             await exchange.rollback_quietly()
         return not exchange.conflict
-
-
-def _loaded_view(session: Session) -> SessionDict:
-    session._ensure()
-    return SessionDict(session)
 
 
 class _Exchange:
@@ -408,11 +401,10 @@ class _Exchange:
         await self._send({**message, "headers": headers})
 
     async def _commit(self) -> CommitOutcome:
-        if not self.session.loaded:
-            # Never used: nothing to save and no I/O, so no thread either.
-            return self.manager.commit(self.session)
-        outcome = await _in_thread(self.manager.commit, self.session)
-        self.done = True
+        # A session never used commits with no store call at all.
+        loaded = self.session.loaded
+        outcome = await self.manager.acommit(self.session)
+        self.done = loaded
         return outcome
 
     async def rollback_quietly(self) -> None:
@@ -421,15 +413,12 @@ class _Exchange:
         if self.done:
             return
         self.done = True
-        if self.session.loaded:
-            await _in_thread(rollback_quietly, self.manager, self.session)
-        else:
-            rollback_quietly(self.manager, self.session)  # no lease, no I/O
+        await rollback_quietly(self.manager, self.session)
 
     async def abort(self, exc: StoreUnavailable | LockTimeout | ConflictError | LockLost) -> None:
         """Answer with the error's status instead of the application's response."""
         self.done = self.dropping = True
-        status, headers, body = await _in_thread(answer_error, self.manager, self.session, exc)
+        status, headers, body = await answer_error(self.manager, self.session, exc)
         await self._send({
             "type": "http.response.start",
             "status": int(status.split(" ", 1)[0]),

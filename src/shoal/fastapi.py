@@ -12,8 +12,8 @@
         return session["n"]
 
 The dependency reads the id (the manager's cookie, or ``transport=``),
-opens the session with the route's mode and loads it in a worker thread,
-never on the event loop. ``SessionRoute`` commits it when the endpoint has
+opens the session with the route's mode and loads it awaited, on the
+manager's async path (``abegin``), never blocking the event loop. ``SessionRoute`` commits it when the endpoint has
 returned its response and before the response is sent, so Set-Cookie
 (a new or rotated id, a logout) goes out with it; a store error becomes the
 same 503/409 answer as the middleware's. An exception in the endpoint rolls
@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
-import anyio.to_thread
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
@@ -45,7 +44,7 @@ from .manager import CommitOutcome, SessionManager
 from .policies import Policy
 from .session import Session
 from .transports import ANSWERED, Incoming, Transport, transport_for
-from .wsgi import answer_error, rollback_quietly
+from .asgi import answer_error, rollback_quietly
 
 __all__ = ["SessionRoute", "session_dependency"]
 
@@ -80,15 +79,14 @@ def session_dependency(
                 "APIRouter(route_class=SessionRoute)) before adding the routes"
             )
         incoming = chosen.read(request.headers.get)
-        session = manager.begin(
+        session = manager._async_session(
             incoming.session_id, read_only=read_only, policy=policy, replica=incoming.replica
         )
         session._set_end(
             "when the route returned its response", "write before the endpoint returns"
         )
         opened.append((manager, chosen, session, incoming))
-        if incoming.session_id:
-            await anyio.to_thread.run_sync(session._ensure)  # load (and lock) off the loop
+        await manager._aload(session)  # loaded (and locked) now: no blocking __getitem__
         return session
 
     return shoal_session
@@ -113,9 +111,7 @@ class SessionRoute(APIRoute):
             https = request.url.scheme == "https"
             for index, (manager, transport, session, incoming) in enumerate(opened):
                 try:
-                    outcome: CommitOutcome = await anyio.to_thread.run_sync(
-                        manager.commit, session
-                    )
+                    outcome: CommitOutcome = await manager.acommit(session)
                 except ANSWERED as exc:
                     return await _answer(opened[index:], exc)
                 except BaseException:
@@ -132,7 +128,7 @@ class SessionRoute(APIRoute):
 
 async def _rollback(opened: _Opened) -> None:
     for manager, _, session, _ in opened:
-        await anyio.to_thread.run_sync(rollback_quietly, manager, session)
+        await rollback_quietly(manager, session)
 
 
 async def _answer(opened: _Opened, exc: Exception) -> Response:
@@ -144,7 +140,7 @@ async def _answer(opened: _Opened, exc: Exception) -> Response:
         status, headers, body = error_response(exc)
     else:
         manager, _, first, _ = opened[0]
-        status, headers, body = await anyio.to_thread.run_sync(answer_error, manager, first, exc)
+        status, headers, body = await answer_error(manager, first, exc)
         await _rollback(opened[1:])
     response = Response(body, status_code=int(status.split()[0]))
     for name, value in headers:

@@ -10,17 +10,18 @@ the manager.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from . import _rotation
 from ._settings import check_manager_settings, size_limit
+from ._steps import BASE, SESSION, OffLoop, Op, Steps, StoreRef, arun, call, run
 from .clock import Clock, system_clock
 from .cluster.expiry import purge_announcing
 from .cluster.hub import Hub
@@ -31,16 +32,26 @@ from .cluster.node import default_node_id
 from .codec import Codec, JsonCodec, decode_field
 from .config import default_store_url
 from .cookies import CookieOptions
-from .errors import ConfigError, ConflictError, LockLost, LockTimeout, StoreUnavailable
+from .errors import (
+    ConfigError,
+    ConflictError,
+    LockLost,
+    LockTimeout,
+    SessionStateError,
+    StoreUnavailable,
+)
 from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
 from .policies import Policy, build_change, parse_policy
 from .principals import PrincipalIndex
-from .replica import ReplicaStats, Replicator
+from .replica import ReplicaStats, ReplicaStore, Replicator
 from .sealing import Secret
 from .session import LIFETIME_KEY, Session
-from .stores import open_store
+from .stores import async_twin, open_store
+from .stores.memory import MemoryStore
 from .stores.base import (
+    ApplyResult,
     ApplyStatus,
+    AsyncStore,
     Change,
     LoadResult,
     LoadStatus,
@@ -57,7 +68,7 @@ __all__ = ["CommitOutcome", "SessionManager"]
 
 log = logging.getLogger("shoal")
 
-_P = ParamSpec("_P")
+_ABSENT: Final = LoadResult(LoadStatus.ABSENT)
 _T = TypeVar("_T")
 # Live sessions one principal may have when ``max_sessions_per_principal`` is
 # not set: the index must stay bounded (docs/decisions.md); past it the oldest end.
@@ -87,18 +98,25 @@ class _Handle:
     policy: Policy
     client_id: str | None  # the id the client sent, when well-formed
     presented: bool  # the client sent an id, well-formed or not (clear it if it names nothing)
-    store: Store  # the manager's store, or this request's view through its replica
+    # What its steps run on, (SESSION, BASE): the manager's store, or this
+    # request's view through its replica. ``stores`` for ``run`` (kept off
+    # the event loop for a session of ``abegin``), ``astores`` for ``arun``
+    # (None for a session of ``begin``).
+    stores: tuple[Any, Any]
+    astores: tuple[Any, Any] | None
+    view: ReplicaStore | None
     key: RecordKey | None = None  # set once a stored record was loaded
     lease_token: str | None = None
     touched: bool = False
     redirected: bool = False  # reached through a rotated id's pointer: resend the new id
 
 
-class _Opened(AbstractContextManager[Session]):
+class _Opened:
     """``manager.open()``: begin on enter; commit on a clean exit, roll back on any error.
 
-    A class rather than a ``@contextmanager`` generator: no generator and
-    no ``contextlib`` wrapper built per request (issue 11).
+    ``with`` runs the steps on the sync store, ``async with`` awaits them on
+    its async twin. A class rather than a ``@contextmanager`` generator: no
+    generator and no ``contextlib`` wrapper built per request (issue 11).
     """
 
     __slots__ = ("_args", "_manager", "_session")
@@ -114,29 +132,38 @@ class _Opened(AbstractContextManager[Session]):
         self._args = (session_id, read_only, policy)
         self._session: Session | None = None
 
-    def __enter__(self) -> Session:
+    def _entered(self, session: Session) -> Session:
         if self._session is not None:
-            raise RuntimeError("a manager.open() block can be entered once")
-        session_id, read_only, policy = self._args
-        session = self._manager.begin(session_id, read_only=read_only, policy=policy, lazy=False)
+            raise SessionStateError("a manager.open() block can be entered once")
         session._set_end(
             "at the end of its `with manager.open()` block", "write inside the with block"
         )
         self._session = session
         return session
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        session = self._session
-        assert session is not None
-        if exc_type is None:
-            self._manager.commit(session)
-        else:
-            self._manager.rollback(session)
+    def __enter__(self) -> Session:
+        session_id, read_only, policy = self._args
+        return self._entered(
+            self._manager.begin(session_id, read_only=read_only, policy=policy, lazy=False)
+        )
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        manager = self._manager
+        (manager.commit if exc_type is None else manager.rollback)(self._opened())
+
+    async def __aenter__(self) -> Session:
+        session_id, read_only, policy = self._args
+        session = await self._manager.abegin(session_id, read_only=read_only, policy=policy)
+        session._ensure()  # no id: made now, with no store call
+        return self._entered(session)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        manager = self._manager
+        await (manager.acommit if exc_type is None else manager.arollback)(self._opened())
+
+    def _opened(self) -> Session:
+        assert self._session is not None
+        return self._session
 
 
 def _serialize(session: Session) -> None:
@@ -236,12 +263,17 @@ class SessionManager:
             if replica
             else None
         )
+        # The URL the store was opened from: its async twin is opened from it too.
+        self._store_url: str | None = None
         if self._replicator is not None and replica == "only":
-            self.store: Store = self._replicator.store_for(None, None)  # holds nothing
+            self.store: Store = MemoryStore("replica:only")  # a placeholder: holds nothing
+        elif store is None or isinstance(store, str):
+            self._store_url = default_store_url() if store is None else store
+            self.store = open_store(self._store_url)
         else:
-            self.store = open_store(default_store_url() if store is None else store) if (
-                store is None or isinstance(store, str)
-            ) else store
+            self.store = store
+        self._astore: AsyncStore | None = None  # made at the first async request
+        self._astore_lock = threading.Lock()
         self.app_id = app_id
         self.policy = chosen_policy
         self._secret_keys = tuple(secret_keys or ())
@@ -263,7 +295,6 @@ class SessionManager:
         self.max_sessions_per_principal = per_principal
         # Sessions by user (shoal.principals): records of the store itself.
         self._principals = PrincipalIndex(
-            self.store,
             app_id=app_id,
             window=self.absolute_timeout,
             codec=self.codec,
@@ -292,16 +323,49 @@ class SessionManager:
         *,
         read_only: bool = False,
         policy: str | Policy | None = None,
-    ) -> AbstractContextManager[Session]:
+    ) -> _Opened:
         """Load (and lock) a session; commit on success, roll back on error.
 
-        An unknown, expired or malformed ``session_id`` yields a new session
-        with a fresh id: a client-chosen id is never adopted. After the block
-        the session is a read-only snapshot of what was committed (``id`` is
-        the new one after ``rotate()``); a write to it raises
-        ``SessionStateError``. Nothing is loaded before the ``with`` enters.
+        ``with manager.open(id) as session:`` in sync code, ``async with
+        manager.open_async(id) as session:`` in async code (the same
+        algorithm, awaited on the store's async twin). An unknown, expired or
+        malformed ``session_id`` yields a new session with a fresh id: a
+        client-chosen id is never adopted. After the block the session is a
+        read-only snapshot of what was committed (``id`` is the new one after
+        ``rotate()``); a write to it raises ``SessionStateError``. Nothing is
+        loaded before the block enters.
         """
         return _Opened(self, session_id, read_only, policy)
+
+    open_async = open
+    """``async with manager.open_async(...)``: ``open`` for async code (one object serves both)."""
+
+    def _handle(
+        self,
+        session_id: str | None,
+        policy: str | Policy | None,
+        replica: str | None,
+        aio: bool,
+    ) -> _Handle:
+        """The bookkeeping of one request, with the stores its steps run on."""
+        chosen = self.policy if policy is None else parse_policy(policy)
+        base: Any = self._async_store() if aio else self.store
+        view: ReplicaStore | None = None
+        if self._replicator is not None:
+            view = self._replicator.view(None if self.replica == "only" else self.store.url, replica)
+        stores = (view if view is not None else base, base)
+        if aio:
+            # A sync call on this session (from a worker thread) uses the sync store.
+            guarded = OffLoop(self.store)
+            sync_stores = (view if view is not None else guarded, guarded)
+        return _Handle(
+            policy=chosen,
+            client_id=session_id if is_well_formed(session_id) else None,
+            presented=bool(session_id),
+            stores=sync_stores if aio else stores,
+            astores=stores if aio else None,
+            view=view,
+        )
 
     def begin(
         self,
@@ -316,17 +380,56 @@ class SessionManager:
 
         ``replica`` is the client's sealed copy (joined chunks), when replicas are on.
         """
-        chosen = self.policy if policy is None else parse_policy(policy)
-        store = self.store
-        if self._replicator is not None:
-            inner = None if self.replica == "only" else self.store
-            store = self._replicator.store_for(inner, replica)
-        handle = _Handle(
-            policy=chosen,
-            client_id=session_id if is_well_formed(session_id) else None,
-            presented=bool(session_id),
-            store=store,
+        session = self._session(self._handle(session_id, policy, replica, aio=False), read_only)
+        if not lazy:
+            session._ensure()
+        return session
+
+    async def abegin(
+        self,
+        session_id: str | None = None,
+        *,
+        read_only: bool = False,
+        policy: str | Policy | None = None,
+        replica: str | None = None,
+    ) -> Session:
+        """``begin`` for async code; pair with ``acommit``/``arollback``.
+
+        A session named by an id is loaded (and locked under ``serialized``)
+        here, awaited: a lazy load would be a blocking ``__getitem__``. A
+        session without an id needs no store to load, so it is made on first
+        use, as in ``begin``. ``session.lock()`` is therefore only possible
+        before ``abegin`` returns: pass ``policy="serialized"`` instead.
+        """
+        session = self._async_session(
+            session_id, read_only=read_only, policy=policy, replica=replica
         )
+        await self._aload(session)
+        return session
+
+    def _async_session(
+        self,
+        session_id: str | None,
+        *,
+        read_only: bool = False,
+        policy: str | Policy | None = None,
+        replica: str | None = None,
+    ) -> Session:
+        """A session for async code, not loaded yet (``abegin`` is this, then ``_aload``).
+
+        The middlewares make it first, so that a failed load is answered
+        (503) with the session in hand to roll back.
+        """
+        return self._session(self._handle(session_id, policy, replica, aio=True), read_only)
+
+    async def _aload(self, session: Session) -> None:
+        """Load a session named by an id now, awaited; one without an id needs no store."""
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        if handle.client_id is not None and not session.loaded:
+            await arun(self._load_steps(session), _async_stores(handle, "load"))
+            session._loader = None
+
+    def _session(self, handle: _Handle, read_only: bool) -> Session:
         session = Session(
             codec=self.codec,
             clock=self.clock,
@@ -342,14 +445,39 @@ class SessionManager:
         session._handle = handle  # type: ignore[attr-defined]
         if self.replica != "only":
             session._consume = self._consume
-        if not lazy:
-            session._ensure()
+            session._aconsume = self._aconsume
+        session._on_arenew = self._arenew
         return session
 
+    def _async_store(self) -> AsyncStore:
+        """The async twin of the manager's store, made at the first async request."""
+        astore = self._astore
+        if astore is None:
+            with self._astore_lock:
+                astore = self._astore
+                if astore is None:
+                    astore = self._astore = async_twin(self.store, self._store_url)
+        return astore
+
+    # The one place the sync API meets the store: ``run`` on the handle's
+    # stores. The contract suite's async driver swaps both (tests/_async_driver.py).
+    _runner = staticmethod(run)
+
+    def _base_stores(self) -> tuple[Any, Any]:
+        """What a step that needs no request runs on (the principal index): the store."""
+        return (self.store, self.store)
+
+    # -- loading, as steps (shoal._steps): one algorithm for begin and abegin --------
+
     def _load(self, session: Session) -> None:
+        """The session's lazy loader: the load steps on the sync store."""
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        self._runner(self._load_steps(session), handle.stores)
+
+    def _load_steps(self, session: Session) -> Steps[None]:
         handle: _Handle = session._handle  # type: ignore[attr-defined]
         now = self.clock()
-        result = LoadResult(LoadStatus.ABSENT)
+        result = _ABSENT
         # First touched after its commit (a read in the body): loaded read-only,
         # without lock or touch, since no response can carry a cookie any more.
         late = session._closed
@@ -363,14 +491,19 @@ class SessionManager:
             )
             locked = handle.policy.locks and not session.read_only and not late
             near = self._hub.near_cache is not None and session.read_only
-            result = self._load_key(key, handle, now, touch, locked=locked, near=near)
+            if locked or near or self._hub.metrics is not None:
+                result = yield from self._load_key(key, handle, now, touch, locked=locked, near=near)
+            else:  # the common load, without a generator of its own
+                result = yield SESSION.load(key, now=now, touch=touch)
             if result.status is LoadStatus.INVALIDATED:
                 # Only a tombstone can be a rotated id: the pointer is never
                 # looked up on the path of a live session.
-                moved = self._moved_to(handle.store, handle.client_id, now)
+                moved = yield from self._moved_to(handle.client_id, now)
                 if moved is not None:
                     key = RecordKey(self.app_id, hash_id(moved))
-                    result = self._load_key(key, handle, now, touch, locked=locked, near=near)
+                    result = yield from self._load_key(
+                        key, handle, now, touch, locked=locked, near=near
+                    )
                     if result.status is LoadStatus.LOADED:
                         handle.client_id, handle.redirected = moved, True
             if result.status is LoadStatus.LOADED:
@@ -379,7 +512,7 @@ class SessionManager:
         if record is not None and _ended(self.codec, record.fields, now):
             # Its own lifetime (set_lifetime(until=...)) passed, though a
             # touch kept the record: as expired, it is never loaded.
-            self._release(handle)
+            yield from self._release(handle)
             handle.key, record = None, None
         if record is None:
             absolute = now + self.absolute_timeout
@@ -397,7 +530,7 @@ class SessionManager:
         assert handle.client_id is not None
         handle.touched = record.accessed == now
         if touch is not None and handle.touched:
-            record = self._retouch(record, handle, now)
+            record = yield from self._retouch(record, handle, now)
         session._populate(
             session_id=handle.client_id,
             is_new=False,
@@ -418,19 +551,19 @@ class SessionManager:
         *,
         locked: bool,
         near: bool,
-    ) -> LoadResult:
+    ) -> Steps[LoadResult]:
         """One load of ``key``: under a lease, through the near cache, or plain."""
         if locked:
-            return self._load_locked(key, touch, handle)
+            return (yield from self._load_locked(key, touch, handle))
         if near:
-            return self._load_near(key, now, touch, handle)
-        if self._hub.metrics is None:
-            return handle.store.load(key, now=now, touch=touch)
-        return self._measured("load", handle.store.load, key, now=now, touch=touch)
+            return (yield from self._load_near(key, now, touch))
+        op = SESSION.load(key, now=now, touch=touch)
+        result: LoadResult = (
+            (yield op) if self._hub.metrics is None else (yield from self._measured("load", op))
+        )
+        return result
 
-    def _load_near(
-        self, key: RecordKey, now: float, touch: Touch | None, handle: _Handle
-    ) -> LoadResult:
+    def _load_near(self, key: RecordKey, now: float, touch: Touch | None) -> Steps[LoadResult]:
         """A ``read_only`` load through the near cache: no store call while fresh."""
         self._hub.check_fork()  # a forked worker never serves its parent's entries
         cache = self._hub.near_cache
@@ -441,19 +574,21 @@ class SessionManager:
                 self._hub.metrics.inc("near_cache_hits")
             return LoadResult(LoadStatus.LOADED, cached)
         ticket = cache.ticket()
-        result = self._measured("load", handle.store.load, key, now=now, touch=touch)
+        result: LoadResult = yield from self._measured(
+            "load", SESSION.load(key, now=now, touch=touch)
+        )
         if result.record is not None:
             cache.put(key, result.record, ticket)
         return result
 
-    def _measured(self, operation: str, call: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
-        """``call(*args, **kw)``, its latency and failure recorded when metrics are on."""
+    def _measured(self, operation: str, op: Op) -> Steps[Any]:
+        """The answer to ``op``, its latency and failure recorded when metrics are on."""
         metrics = self._hub.metrics
         if metrics is None:
-            return call(*args, **kw)
+            return (yield op)
         started = time.perf_counter()
         try:
-            result = call(*args, **kw)
+            result = yield op
         except StoreUnavailable:
             metrics.inc("store_errors", operation=operation)
             raise
@@ -519,20 +654,25 @@ class SessionManager:
         *,
         principal: str | None = None,
         **kw: Any,
-    ) -> None:
-        """Raise ``name`` when anything listens (the only cost otherwise: this check)."""
+    ) -> Steps[None]:
+        """Raise ``name`` when anything listens (the only cost otherwise: this check).
+
+        The hub publishes on the store's channel: a blocking call, so it is
+        an operation of its own (a store thread under ``arun``).
+        """
         if self._hub.active:
             if principal is None and session is not None:
                 found = getattr(session, "principal", None)
                 principal = None if found is None else str(found)
-            self._hub.emit(name, id_hash, principal=principal, **kw)
+            yield call(self._hub.emit, name, id_hash, principal=principal, **kw)
 
     def _restored(self, key: RecordKey) -> None:
         if self._hub.metrics is not None:
             self._hub.metrics.inc("replica_restores")
-        self._emit("restored", None, key.id_hash)
+        if self._hub.active:
+            self._hub.emit("restored", key.id_hash, principal=None)
 
-    def _retouch(self, record: Record, handle: _Handle, now: float) -> Record:
+    def _retouch(self, record: Record, handle: _Handle, now: float) -> Steps[Record]:
         """Touch again with the session's own lifetime, when it has one.
 
         The load's touch (one round trip) extends by the manager's
@@ -551,55 +691,66 @@ class SessionManager:
         if own is None or own == self.idle_timeout or handle.key is None:
             return record
         # Accessed just now by the first touch: "accessed before now + 1" touches again.
-        result = handle.store.load(handle.key, now=now, touch=Touch(now + 1, own))
+        result: LoadResult = yield SESSION.load(handle.key, now=now, touch=Touch(now + 1, own))
         if result.status is not LoadStatus.LOADED or result.record is None:
             return record  # ended meanwhile: the commit finds out
         return replace(record, expires=result.record.expires)
 
     def _load_locked(
         self, key: RecordKey, touch: Touch | None, handle: _Handle
-    ) -> LoadResult:
+    ) -> Steps[LoadResult]:
         """Load with the lease; wait for the holder up to ``lock_timeout``."""
         token = f"{self.node_id}:{secrets.token_hex(8)}"
         lock = LockRequest(token, self.lock_lease)
         started = time.monotonic()
         waits = 0
+        metrics = self._hub.metrics
         while True:
             now = self.clock()
-            result = self._measured("load", handle.store.load, key, now=now, touch=touch, lock=lock)
+            result: LoadResult = yield from self._measured(
+                "load", SESSION.load(key, now=now, touch=touch, lock=lock)
+            )
             if result.status is not LoadStatus.LOCKED:
                 if result.status is LoadStatus.LOADED:
                     handle.lease_token = token
-                if self._hub.metrics is not None and waits:
-                    self._hub.metrics.inc("lock_wait_seconds", time.monotonic() - started)
+                if metrics is not None and waits:
+                    metrics.inc("lock_wait_seconds", time.monotonic() - started)
                 return result
             waited = time.monotonic() - started
             waits += 1
-            if self._hub.metrics is not None and waits == 1:
-                self._hub.metrics.inc("lock_waits")
+            if metrics is not None and waits == 1:
+                metrics.inc("lock_waits")
             remaining = self.lock_timeout - waited
             if remaining <= 0:
-                if self._hub.metrics is not None:
-                    self._hub.metrics.inc("lock_timeouts")
-                    self._hub.metrics.inc("lock_wait_seconds", waited)
-                self._emit("lock_timeout", None, key.id_hash, detail={"waited": round(waited, 3)})
+                if metrics is not None:
+                    metrics.inc("lock_timeouts")
+                    metrics.inc("lock_wait_seconds", waited)
+                detail = {"waited": round(waited, 3)}
+                yield from self._emit("lock_timeout", None, key.id_hash, detail=detail)
                 raise LockTimeout(waited, session_ref(key.id_hash))
             holder_left = max(0.0, (result.locked_until or now) - now)
-            handle.store.wait_unlocked(key, min(remaining, max(holder_left, 0.001)))
+            yield SESSION.wait_unlocked(key, min(remaining, max(holder_left, 0.001)))
 
     def renew_lock(self, session: Session) -> None:
         """Extend the lease ``session`` holds by ``lock_lease`` from now.
 
         ``LockLost`` when it was lost; nothing to do when it holds none. Same
-        as ``session.renew_lock()``.
+        as ``session.renew_lock()``; ``await session.arenew_lock()`` in async code.
         """
         session.renew_lock()
 
     def _renew(self, session: Session) -> None:
         handle: _Handle = session._handle  # type: ignore[attr-defined]
+        self._runner(self._renew_steps(handle), handle.stores)
+
+    async def _arenew(self, session: Session) -> None:
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        await arun(self._renew_steps(handle), _async_stores(handle, "arenew_lock"))
+
+    def _renew_steps(self, handle: _Handle) -> Steps[None]:
         if handle.lease_token is None or handle.key is None:
             return
-        renewed = handle.store.renew(
+        renewed = yield SESSION.renew(
             handle.key, handle.lease_token, now=self.clock(), lease=self.lock_lease
         )
         if not renewed:
@@ -612,15 +763,24 @@ class SessionManager:
     def commit(self, session: Session) -> CommitOutcome:
         """Save what the request changed, release any lock; tell what to send."""
         handle: _Handle = session._handle  # type: ignore[attr-defined]
+        return self._runner(self._commit_steps(session, handle), handle.stores)
+
+    async def acommit(self, session: Session) -> CommitOutcome:
+        """``commit`` for a session from ``abegin``: the same steps, awaited."""
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        return await arun(self._commit_steps(session, handle), _async_stores(handle, "commit"))
+
+    def _commit_steps(self, session: Session, handle: _Handle) -> Steps[CommitOutcome]:
         if not session.loaded:
             session._close(committed=True)
             return CommitOutcome()
         committed = False
         try:
-            outcome = self._commit(session, handle)
+            outcome = yield from self._save(session, handle)
             if self._replicator is not None:
+                assert handle.view is not None
                 wire, clear = self._replicator.outgoing(
-                    handle.store, session.id, ended=outcome.clear, now=self.clock()
+                    handle.view, session.id, ended=outcome.clear, now=self.clock()
                 )
                 outcome = replace(outcome, replica=wire, clear_replica=clear)
             committed = True
@@ -629,7 +789,7 @@ class SessionManager:
             # A failed commit saved nothing: the session then reads as rolled back.
             session._close(committed=committed)
 
-    def _commit(self, session: Session, handle: _Handle) -> CommitOutcome:
+    def _save(self, session: Session, handle: _Handle) -> Steps[CommitOutcome]:
         now = self.clock()
         key = handle.key
         ref = session_ref(key.id_hash) if key else "new"
@@ -640,16 +800,16 @@ class SessionManager:
             # Logout always wins, lease or not; the tombstone drops any lease.
             # It goes first, so a failure below never leaves the old id alive.
             if key is not None:
-                self._end_session(handle.store, key, now=now, session=session)
+                yield from self._end_session(SESSION, key, now=now, session=session)
             handle.lease_token = None
             session._detect_mutations()
             if session._encoded_fields():
                 # Written after invalidate(): a fresh session under a new id,
                 # with no lease and a lifetime of its own.
-                return self._create(session, handle, now, fresh=True)
+                return (yield from self._create(session, handle, now, fresh=True))
             return CommitOutcome(clear=handle.presented)
         if not session.modified and not session._refresh:
-            self._release(handle)
+            yield from self._release(handle)
             if stale_client_id:
                 return CommitOutcome(clear=True)
             resend = key is not None and (
@@ -657,23 +817,26 @@ class SessionManager:
             )
             return CommitOutcome(send_id=session.id if resend else None)
         if key is None or session.rotated:
-            return self._create(session, handle, now)
+            return (yield from self._create(session, handle, now))
         change = build_change(
             handle.policy,
             session,
             idle_timeout=session._idle_timeout(self.idle_timeout, now),
             lease_token=handle.lease_token,
         )
-        result = self._measured("save", handle.store.apply, key, change, now=now)
+        op = SESSION.apply(key, change, now=now)
+        result: ApplyResult = (
+            (yield op) if self._hub.metrics is None else (yield from self._measured("save", op))
+        )
         if result.status is ApplyStatus.OK:
             handle.lease_token = None  # released by the apply
             if self._hub.near_cache is not None:
-                self._emit("updated", session, key.id_hash)
+                yield from self._emit("updated", session, key.id_hash)
             resend = self.cookie.max_age is not None or handle.redirected
             return CommitOutcome(send_id=session.id if resend else None)
         if result.status is ApplyStatus.GONE:
             # Rotated meanwhile by another request: the write lands on the new session.
-            moved = self._apply_moved(session, handle, change, now)
+            moved = yield from self._apply_moved(session, handle, change, now)
             if moved is not None:
                 return moved
             # Invalidated or expired meanwhile: never re-create it.
@@ -682,17 +845,18 @@ class SessionManager:
                 self.node_id, ref,
             )  # fmt: skip
             return CommitOutcome(clear=True)
-        self._release(handle)
+        yield from self._release(handle)
         if result.status is ApplyStatus.LOCK_LOST:
             raise LockLost(ref)
         if self._hub.metrics is not None:
             self._hub.metrics.inc("conflicts")
-        self._emit("conflict", session, key.id_hash, detail={"keys": list(result.conflicts)})
+        detail = {"keys": list(result.conflicts)}
+        yield from self._emit("conflict", session, key.id_hash, detail=detail)
         raise ConflictError(result.conflicts, ref)
 
     def _create(
         self, session: Session, handle: _Handle, now: float, *, fresh: bool = False
-    ) -> CommitOutcome:
+    ) -> Steps[CommitOutcome]:
         """Store a new session, move a rotated one to a new id, or (``fresh``) store
         what was written after ``invalidate()`` under a new id."""
         fields = session._encoded_fields()
@@ -712,7 +876,7 @@ class SessionManager:
         candidate = session.id if handle.key is None and not fresh else self._new_id()
         for _ in range(3):  # a collision of 256-bit ids would be a broken RNG
             new_key = RecordKey(self.app_id, hash_id(candidate))
-            if self._measured("create", handle.store.create, new_key, record, now=now):
+            if (yield from self._measured("create", SESSION.create(new_key, record, now=now))):
                 break
             candidate = self._new_id()
         else:
@@ -728,23 +892,25 @@ class SessionManager:
             # Without a store (replica="only") the old cookie stays valid anyway.
             if grace > 0 and handle.client_id is not None and self.replica != "only":
                 # Before the tombstone: whoever finds it finds the pointer too.
-                _rotation.write_pointer(
-                    handle.store, self.app_id, handle.client_id, candidate, now=now, grace=grace
+                yield from _rotation.write_pointer(
+                    SESSION, self.app_id, handle.client_id, candidate, now=now, grace=grace
                 )
             if handle.policy is Policy.MERGE:
-                self._catch_up(session, handle, RecordKey(self.app_id, hash_id(candidate)), now)
+                yield from self._catch_up(
+                    session, handle, RecordKey(self.app_id, hash_id(candidate)), now
+                )
             # The tombstone also drops this request's lease on the old id.
-            handle.store.invalidate(handle.key, now=now)
+            yield SESSION.invalidate(handle.key, now=now)
             handle.lease_token = None
-            self._emit(
+            yield from self._emit(
                 "rotated", session, handle.key.id_hash,
                 detail={"new_ref": session_ref(new_key.id_hash)},
             )  # fmt: skip
         else:
-            self._emit("created", session, new_key.id_hash)
+            yield from self._emit("created", session, new_key.id_hash)
         principal = session.principal
         if principal is not None:
-            self._index(
+            yield from self._index(
                 principal,
                 RecordKey(self.app_id, hash_id(candidate)),
                 created=created,
@@ -757,13 +923,13 @@ class SessionManager:
 
     def _end_session(
         self,
-        store: Store,
+        store: StoreRef,
         key: RecordKey,
         *,
         now: float,
         session: Session | None = None,
         principal: str | None = None,
-    ) -> bool:
+    ) -> Steps[bool]:
         """End one session: a tombstone, so no late save or replica brings it back.
 
         The one call site of every ending: ``session.invalidate()``,
@@ -779,11 +945,13 @@ class SessionManager:
             session._at_load[0] if session is not None and session._at_load else None
         )
         if session is None and self._hub.active and self._hub.send_values:
-            found = store.load(key, now=now).record
-            fields = found.fields if found is not None else None
-        ended = store.invalidate(key, now=now)
+            found: LoadResult = yield store.load(key, now=now)
+            fields = found.record.fields if found.record is not None else None
+        ended: bool = yield store.invalidate(key, now=now)
         if ended:
-            self._emit("invalidated", session, key.id_hash, fields=fields, principal=principal)
+            yield from self._emit(
+                "invalidated", session, key.id_hash, fields=fields, principal=principal
+            )
         return ended
 
     def _index(
@@ -794,15 +962,17 @@ class SessionManager:
         created: float,
         now: float,
         replaces: RecordKey | None,
-    ) -> None:
+    ) -> Steps[None]:
         """Put a just-stored session into its principal's index; end the excess."""
         if self.replica == "only":
             return  # no store: nothing to index (sessions_of says so)
-        excess = self._principals.add(principal, key, created=created, now=now, replaces=replaces)
+        excess = yield from self._principals.add(
+            principal, key, created=created, now=now, replaces=replaces
+        )
         for old in excess:
-            self._end_session(self.store, old, now=now, principal=principal)
+            yield from self._end_session(BASE, old, now=now, principal=principal)
         if excess:
-            self._principals.remove(principal, excess, now=now)
+            yield from self._principals.remove(principal, excess, now=now)
             log.info(
                 "principal over max_sessions_per_principal: ended %d oldest session(s)",
                 len(excess),
@@ -822,10 +992,18 @@ class SessionManager:
         """The live sessions of ``principal`` (``session.principal``), oldest first.
 
         Each is named by its id hash (``info.key``), never its id. Dead entries
-        met on the way are dropped from the index.
+        met on the way are dropped from the index. ``asessions_of`` in async code.
         """
+        return self._runner(self._sessions_of(principal), self._base_stores())
+
+    async def asessions_of(self, principal: str | int) -> list[RecordInfo]:
+        """``sessions_of``, awaited on the async store."""
+        astore = self._async_store()
+        return await arun(self._sessions_of(principal), (astore, astore))
+
+    def _sessions_of(self, principal: str | int) -> Steps[list[RecordInfo]]:
         user = self._check_indexed(principal)
-        return self._principals.sessions(user, now=self.clock())
+        return (yield from self._principals.sessions(user, now=self.clock()))
 
     def invalidate_all(self, principal: str | int) -> int:
         """Log ``principal`` out everywhere: end every live session of theirs; the count.
@@ -833,18 +1011,29 @@ class SessionManager:
         Each ends as ``session.invalidate()`` does, with a tombstone in the
         store, so the next request on any node, and any replica, finds it
         ended. A login that commits while this runs may survive it.
+        ``ainvalidate_all`` in async code.
         """
+        return self._runner(self._invalidate_all(principal), self._base_stores())
+
+    async def ainvalidate_all(self, principal: str | int) -> int:
+        """``invalidate_all``, awaited on the async store."""
+        astore = self._async_store()
+        return await arun(self._invalidate_all(principal), (astore, astore))
+
+    def _invalidate_all(self, principal: str | int) -> Steps[int]:
         user = self._check_indexed(principal)
         now = self.clock()
-        infos = self._principals.sessions(user, now=now)
-        ended = sum(
-            1 for info in infos
-            if self._end_session(self.store, info.key, now=now, principal=user)
-        )  # fmt: skip
-        self._principals.remove(user, [info.key for info in infos], now=now)
+        infos = yield from self._principals.sessions(user, now=now)
+        ended = 0
+        for info in infos:
+            if (yield from self._end_session(BASE, info.key, now=now, principal=user)):
+                ended += 1
+        yield from self._principals.remove(user, [info.key for info in infos], now=now)
         return ended
 
-    def _catch_up(self, session: Session, handle: _Handle, new_key: RecordKey, now: float) -> None:
+    def _catch_up(
+        self, session: Session, handle: _Handle, new_key: RecordKey, now: float
+    ) -> Steps[None]:
         """Merge: carry onto the new record what others saved on the old one since our load.
 
         Without it, a write to another key made while the rotating request
@@ -853,7 +1042,8 @@ class SessionManager:
         lease of ``serialized`` is the policy that closes that window.
         """
         assert handle.key is not None
-        current = handle.store.load(handle.key, now=now).record
+        loaded: LoadResult = yield SESSION.load(handle.key, now=now)
+        current = loaded.record
         if current is None:
             return
         seen, mine = session._field_versions(), session.keys_written | session.keys_deleted
@@ -867,9 +1057,9 @@ class SessionManager:
                 idle_timeout=session._idle_timeout(self.idle_timeout, now), set=changed,
                 delete=gone,
             )  # fmt: skip
-            handle.store.apply(new_key, change, now=now)
+            yield SESSION.apply(new_key, change, now=now)
 
-    def _moved_to(self, store: Store, session_id: str | None, now: float) -> str | None:
+    def _moved_to(self, session_id: str | None, now: float) -> Steps[str | None]:
         """The id a rotated ``session_id`` now lives under, within its grace; else None.
 
         Follows up to ``MAX_HOPS`` pointers (rotated again within the grace).
@@ -878,13 +1068,13 @@ class SessionManager:
         for _ in range(_rotation.MAX_HOPS):
             if session_id is None:
                 break
-            session_id = _rotation.follow(store, self.app_id, session_id, now=now)
+            session_id = yield from _rotation.follow(SESSION, self.app_id, session_id, now=now)
             moved = session_id or moved
         return moved
 
     def _apply_moved(
         self, session: Session, handle: _Handle, change: Change, now: float
-    ) -> CommitOutcome | None:
+    ) -> Steps[CommitOutcome | None]:
         """Save ``change`` onto the session the client's id was rotated to, if it was.
 
         Optimistic checks are carried over by value: a key this request read
@@ -893,12 +1083,12 @@ class SessionManager:
         A serialized save keeps its lease token and is refused (``LockLost``):
         its lease was on the old id.
         """
-        moved = self._moved_to(handle.store, handle.client_id, now)
+        moved = yield from self._moved_to(handle.client_id, now)
         if moved is None:
             return None
         key = RecordKey(self.app_id, hash_id(moved))
         if change.expect_fields:
-            current = handle.store.load(key, now=now)
+            current: LoadResult = yield SESSION.load(key, now=now)
             if current.record is None:
                 return None
             loaded = session._at_load[0] if session._at_load is not None else (
@@ -913,7 +1103,7 @@ class SessionManager:
             change = replace(
                 change, expect_fields={name: versions.get(name) for name in change.expect_fields}
             )
-        result = handle.store.apply(key, change, now=now)
+        result: ApplyResult = yield SESSION.apply(key, change, now=now)
         if result.status is ApplyStatus.GONE:
             return None
         if result.status is ApplyStatus.LOCK_LOST:
@@ -927,27 +1117,43 @@ class SessionManager:
     def rollback(self, session: Session) -> None:
         """Drop the request's changes and release any lock it holds."""
         handle: _Handle = session._handle  # type: ignore[attr-defined]
+        self._runner(self._rollback_steps(session, handle), handle.stores)
+
+    async def arollback(self, session: Session) -> None:
+        """``rollback`` for a session from ``abegin``, awaited."""
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        await arun(self._rollback_steps(session, handle), _async_stores(handle, "rollback"))
+
+    def _rollback_steps(self, session: Session, handle: _Handle) -> Steps[None]:
         try:
             if session.loaded:
-                self._release(handle)
+                yield from self._release(handle)
                 if handle.key is not None:
-                    self._emit("rollback", session, handle.key.id_hash)
+                    yield from self._emit("rollback", session, handle.key.id_hash)
         finally:
             session._close(committed=False)
 
-    def _release(self, handle: _Handle) -> None:
+    def _release(self, handle: _Handle) -> Steps[None]:
         if handle.lease_token is not None and handle.key is not None:
             token, handle.lease_token = handle.lease_token, None
-            handle.store.unlock(handle.key, token)
+            yield SESSION.unlock(handle.key, token)
 
     def _consume(self, session: Session, key: str) -> bool:
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        return self._runner(self._consume_steps(session, handle, key), handle.stores)
+
+    async def _aconsume(self, session: Session, key: str) -> bool:
+        handle: _Handle = session._handle  # type: ignore[attr-defined]
+        stores = _async_stores(handle, "aconsume_token")
+        return await arun(self._consume_steps(session, handle, key), stores)
+
+    def _consume_steps(self, session: Session, handle: _Handle, key: str) -> Steps[bool]:
         """Delete once-only ``key`` in the store now, if it is the copy this request loaded.
 
         One atomic apply with ``expect_fields`` on the key, whatever the
         policy: of two consumers only one passes. It runs at once rather than
         at commit so the loser learns it before running the action.
         """
-        handle: _Handle = session._handle  # type: ignore[attr-defined]
         if handle.key is None:
             return False
         change = Change(
@@ -956,11 +1162,11 @@ class SessionManager:
             expect_fields={key: session._field_versions().get(key)},
             lease_token=handle.lease_token,
         )
-        result = handle.store.apply(handle.key, change, now=self.clock())
+        result: ApplyResult = yield SESSION.apply(handle.key, change, now=self.clock())
         if result.status is not ApplyStatus.OK or result.version is None:
             return False
         if self._hub.near_cache is not None:
-            self._emit("updated", session, handle.key.id_hash)
+            yield from self._emit("updated", session, handle.key.id_hash)
         session._version = result.version  # keeps a serialized save's fence in step
         return True
 
@@ -982,9 +1188,35 @@ class SessionManager:
         """This manager's hub announces its own app's expired sessions, no other's."""
         return self._hub if app_id == self.app_id else None
 
+    async def apurge(self, *, limit: int = 1000) -> int:
+        """``purge`` for async code: the batch runs in a store thread, off the loop."""
+        from .stores._threaded import run_in_thread
+
+        return await run_in_thread(self.purge, limit=limit)
+
     def close(self) -> None:
+        """Stop the cluster hub, close the store (and its async twin, if one was made)."""
         self._hub.close()
         self.store.close()
+
+    async def aclose(self) -> None:
+        """``close`` for async code: the async twin on the running loop, the rest in a thread."""
+        from .stores._threaded import run_in_thread
+
+        astore, self._astore = self._astore, None
+        if astore is not None:
+            await astore.aclose()
+        await run_in_thread(self.close)
+
+
+def _async_stores(handle: _Handle, what: str) -> tuple[Any, Any]:
+    """The async stores of ``handle``; ``SessionStateError`` for a session of ``begin``."""
+    if handle.astores is None:
+        raise SessionStateError(
+            f"{what}: this session was opened by begin()/open() for sync code; use the "
+            "sync call, or open it with abegin()/open_async()"
+        )
+    return handle.astores
 
 
 def _own_lifetime(codec: Codec, fields: Mapping[str, bytes]) -> dict[str, Any]:

@@ -38,11 +38,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ._steps import BASE, Steps
 from .codec import Codec, decode_field, encode_field
 from .session import RESERVED_PREFIX
 from .stores.base import (
+    ApplyResult,
     ApplyStatus,
     Change,
+    LoadResult,
     LoadStatus,
     NewRecord,
     Record,
@@ -99,7 +102,6 @@ class PrincipalIndex:
 
     def __init__(
         self,
-        store: Store,
         *,
         app_id: str,
         window: float,
@@ -107,7 +109,6 @@ class PrincipalIndex:
         limit: int,
         prune_above: int = PRUNE_ABOVE,
     ) -> None:
-        self.store = store
         self.app_id = app_id
         self.window = window
         self.codec = codec
@@ -138,7 +139,7 @@ class PrincipalIndex:
         created: float,
         now: float,
         replaces: RecordKey | None = None,
-    ) -> list[RecordKey]:
+    ) -> Steps[list[RecordKey]]:
         """Index ``session`` under ``principal`` (dropping ``replaces``, its old id).
 
         Returns the sessions that must end because the user now has more than
@@ -150,26 +151,27 @@ class PrincipalIndex:
         key = self._key(principal, window)
         value = encode_field(self.codec, session.id_hash, created, None)
         drop = (replaces.id_hash,) if replaces is not None else ()
-        self._write(key, window, {session.id_hash: value}, drop, now=now)
-        entries = self._entries(principal, now=now)
+        yield from self._write(key, window, {session.id_hash: value}, drop, now=now)
+        entries = yield from self._entries(principal, now=now)
         if len(entries) <= min(self.limit, self.prune_above):
             return []
-        live = self._prune(entries, now=now)
+        live = yield from self._prune(entries, now=now)
         excess = len(live) - self.limit
         if excess <= 0:
             return []
         others = [e.session for e in live if e.session != session]
         return others[:excess]
 
-    def remove(self, principal: str, sessions: Iterable[RecordKey], *, now: float) -> None:
+    def remove(
+        self, principal: str, sessions: Iterable[RecordKey], *, now: float
+    ) -> Steps[None]:
         """Drop ``sessions`` from ``principal``'s index (ended, or never live)."""
         doomed = {s.id_hash for s in sessions}
         by_record: dict[RecordKey, list[str]] = {}
-        for entry in self._entries(principal, now=now):
+        for entry in (yield from self._entries(principal, now=now)):
             if entry.session.id_hash in doomed:
                 by_record.setdefault(entry.index, []).append(entry.session.id_hash)
-        for key, hashes in by_record.items():
-            self._delete(key, hashes, now=now)
+        yield from self._delete_all(by_record, now=now)
 
     def _write(
         self,
@@ -179,32 +181,37 @@ class PrincipalIndex:
         drop: tuple[str, ...],
         *,
         now: float,
-    ) -> None:
+    ) -> Steps[None]:
         end = self._end_of(window)
         # idle_timeout so that expires stays at the record's fixed end.
         change = Change(idle_timeout=max(end - now, 1.0), set=fields, delete=drop)
         for _ in range(3):  # create loses only to a concurrent create: then apply wins
-            if self.store.apply(key, change, now=now).status is ApplyStatus.OK:
+            applied: ApplyResult = yield BASE.apply(key, change, now=now)
+            if applied.status is ApplyStatus.OK:
                 return
             record = NewRecord(created=now, expires=end, absolute_expires=end, fields=fields)
-            if self.store.create(key, record, now=now):
+            if (yield BASE.create(key, record, now=now)):
                 return
         raise AssertionError(f"index record {key.id_hash[:12]} neither applied nor created")
 
-    def _delete(self, key: RecordKey, hashes: list[str], *, now: float) -> None:
-        end = self._end_of(int(key.id_hash.rsplit(".", 1)[1]))
-        # GONE: the index record itself ended; nothing is left to drop.
-        self.store.apply(key, Change(idle_timeout=max(end - now, 1.0), delete=hashes), now=now)
+    def _delete_all(self, by_record: dict[RecordKey, list[str]], *, now: float) -> Steps[None]:
+        """Drop the listed entries from each index record."""
+        for key, hashes in by_record.items():
+            end = self._end_of(int(key.id_hash.rsplit(".", 1)[1]))
+            # GONE: the index record itself ended; nothing is left to drop.
+            change = Change(idle_timeout=max(end - now, 1.0), delete=hashes)
+            yield BASE.apply(key, change, now=now)
 
     # -- reading ------------------------------------------------------------
 
-    def _entries(self, principal: str, *, now: float) -> list[_Entry]:
+    def _entries(self, principal: str, *, now: float) -> Steps[list[_Entry]]:
         """Every entry of the windows a live session can be in, oldest first."""
         current = self._window_of(now)
         entries: list[_Entry] = []
         for window in (current - 1, current):
             key = self._key(principal, window)
-            record = self.store.load(key, now=now).record
+            loaded: LoadResult = yield BASE.load(key, now=now)
+            record = loaded.record
             if record is None:
                 continue
             for id_hash, data in record.fields.items():
@@ -218,32 +225,29 @@ class PrincipalIndex:
         entries.sort(key=lambda e: (e.created, e.session.id_hash))
         return entries
 
-    def _prune(self, entries: list[_Entry], *, now: float) -> list[_Entry]:
-        """The entries whose session is live; the others are removed from the index."""
-        live: list[_Entry] = []
+    def _live(
+        self, entries: list[_Entry], *, now: float
+    ) -> Steps[list[tuple[_Entry, RecordInfo]]]:
+        """The entries whose session is live, with its info; the others leave the index."""
+        live: list[tuple[_Entry, RecordInfo]] = []
         dead: dict[RecordKey, list[str]] = {}
         for entry in entries:
-            if self.store.load(entry.session, now=now).status is LoadStatus.LOADED:
-                live.append(entry)
+            result: LoadResult = yield BASE.load(entry.session, now=now)
+            if result.status is LoadStatus.LOADED and result.record is not None:
+                live.append((entry, _info(entry.session, result.record)))
             else:
                 dead.setdefault(entry.index, []).append(entry.session.id_hash)
-        for key, hashes in dead.items():
-            self._delete(key, hashes, now=now)
+        yield from self._delete_all(dead, now=now)
         return live
 
-    def sessions(self, principal: str, *, now: float) -> list[RecordInfo]:
+    def _prune(self, entries: list[_Entry], *, now: float) -> Steps[list[_Entry]]:
+        """The entries whose session is live; the others are removed from the index."""
+        return [entry for entry, _ in (yield from self._live(entries, now=now))]
+
+    def sessions(self, principal: str, *, now: float) -> Steps[list[RecordInfo]]:
         """The live sessions of ``principal``, oldest first; dead entries are dropped."""
-        infos: list[RecordInfo] = []
-        dead: dict[RecordKey, list[str]] = {}
-        for entry in self._entries(principal, now=now):
-            result = self.store.load(entry.session, now=now)
-            if result.status is LoadStatus.LOADED and result.record is not None:
-                infos.append(_info(entry.session, result.record))
-            else:
-                dead.setdefault(entry.index, []).append(entry.session.id_hash)
-        for key, hashes in dead.items():
-            self._delete(key, hashes, now=now)
-        return infos
+        entries = yield from self._entries(principal, now=now)
+        return [info for _, info in (yield from self._live(entries, now=now))]
 
 
 def indexed_sessions(

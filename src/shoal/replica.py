@@ -44,6 +44,7 @@ from typing import Final
 
 from .errors import ConfigError, StoreUnavailable
 from .ids import hash_id, session_ref
+from ._steps import BASE, Steps, StepsStore, call
 from .sealing import Sealer, Secret
 from .session import TOKEN_PREFIX
 from .stores._state import (
@@ -272,17 +273,17 @@ class Replicator:
             return None
         return gen, rec
 
-    def store_for(self, inner: Store | None, wire: str | None) -> ReplicaStore:
-        """The store one request works on: ``inner`` seen through ``wire``."""
-        return ReplicaStore(self, inner, wire)
+    def view(self, store_url: str | None, wire: str | None) -> ReplicaStore:
+        """What one request works on: the store at ``store_url`` (None: none) through ``wire``."""
+        return ReplicaStore(self, store_url, wire)
 
-    def outgoing(self, store: Store, session_id: str, *, ended: bool, now: float) -> tuple[
-        str | None, bool
-    ]:
+    def outgoing(
+        self, store: ReplicaStore, session_id: str, *, ended: bool, now: float
+    ) -> tuple[str | None, bool]:
         """After a commit: ``(replica to send, clear the client's replica)``."""
         if ended:
             return None, True
-        if not isinstance(store, ReplicaStore) or not session_id or not store.changed_any():
+        if not session_id or not store.changed_any():
             return None, False
         key = RecordKey(self.app_id, hash_id(session_id))
         rec = store.state(key)
@@ -338,8 +339,8 @@ def _tombstone_seed(rec: StoredRecord) -> NewRecord:
     )
 
 
-class ReplicaStore:
-    """One request's view of the store through the client's replica.
+class ReplicaStore(StepsStore):
+    """One request's view of the store through the client's replica, written as steps.
 
     In front of a real store (``replica=True``) it forwards every call,
     restores from the replica where the store lost the session, keeps the
@@ -347,14 +348,18 @@ class ReplicaStore:
     sealed without another round trip. Without a store (``replica="only"``),
     or once the real store failed at load, it runs the store contract's pure
     steps on the replica alone. Not shared between requests or threads.
+
+    Its methods are ``shoal._steps`` generators: the manager's
+    runner drives them (a ``StepsStore``), the real store's calls are ``BASE``
+    operations, so one view serves the sync and the async manager alike.
     """
 
-    def __init__(self, replicator: Replicator, inner: Store | None, wire: str | None) -> None:
-        self.url = inner.url if inner is not None else "replica:only"
+    def __init__(self, replicator: Replicator, url: str | None, wire: str | None) -> None:
+        self.url = url if url is not None else "replica:only"
         self._rep = replicator
-        self._inner = inner
+        self._inner = url is not None  # a real store stands behind the view
         self._wire = wire
-        self._local = inner is None  # serve from the replica alone
+        self._local = not self._inner  # serve from the replica alone
         self._records: dict[RecordKey, StoredRecord] = {}  # without the gen field
         self._gens: dict[RecordKey, int] = {}
         self._changed: set[RecordKey] = set()
@@ -405,7 +410,17 @@ class ReplicaStore:
         gen, rec = seed
         self._keep(key, replace(rec), gen, changed=False)
 
-    # -- the contract -------------------------------------------------------------
+    @property
+    def _forwards(self) -> bool:
+        """Calls go to the real store (not served from the replica alone)."""
+        return self._inner and not self._local
+
+    def _restored(self, key: RecordKey) -> Steps[None]:
+        self._rep.stats.bump("restored")
+        if self._rep.on_restored is not None:
+            yield call(self._rep.on_restored, key)
+
+    # -- the contract, as steps ----------------------------------------------------
 
     def load(
         self,
@@ -414,10 +429,10 @@ class ReplicaStore:
         now: float,
         touch: Touch | None = None,
         lock: LockRequest | None = None,
-    ) -> LoadResult:
-        if not self._local and self._inner is not None:
+    ) -> Steps[LoadResult]:
+        if self._forwards:
             try:
-                result = self._reconcile(self._inner, key, now, touch, lock)
+                result = yield from self._reconcile(key, now, touch, lock)
             except StoreUnavailable:
                 seed = self._seed(key, now)
                 if seed is None:
@@ -443,14 +458,13 @@ class ReplicaStore:
 
     def _reconcile(
         self,
-        inner: Store,
         key: RecordKey,
         now: float,
         touch: Touch | None,
         lock: LockRequest | None,
-    ) -> LoadResult:
+    ) -> Steps[LoadResult]:
         """Load from the store, restoring from the replica where it lost the session."""
-        result = inner.load(key, now=now, touch=touch, lock=lock)
+        result: LoadResult = yield BASE.load(key, now=now, touch=touch, lock=lock)
         if result.status is LoadStatus.LOADED:
             assert result.record is not None
             stored_gen = _decode_gen(result.record.fields.get(GEN_FIELD))
@@ -459,7 +473,7 @@ class ReplicaStore:
             seed = self._seed(key, now)
             if seed is None or seed[0] <= stored_gen:
                 return result
-            self._overwrite(inner, key, result.record, seed, now, lock)
+            yield from self._overwrite(key, result.record, seed, now, lock)
         elif result.status is LoadStatus.ABSENT:
             seed = self._seed(key, now)
             if seed is None:
@@ -474,24 +488,22 @@ class ReplicaStore:
             )
             # Create-if-absent: a tombstone or a record another request
             # restored first wins, and the load below returns it.
-            if inner.create(key, restored, now=now, lock=lock):
-                self._rep.stats.bump("restored")
-                if self._rep.on_restored is not None:
-                    self._rep.on_restored(key)
+            if (yield BASE.create(key, restored, now=now, lock=lock)):
+                yield from self._restored(key)
                 log.info("session %s restored from its replica", session_ref(key.id_hash))
         else:
             return result  # EXPIRED, INVALIDATED, LOCKED: the store decides
-        return inner.load(key, now=now, touch=touch, lock=lock)
+        reloaded: LoadResult = yield BASE.load(key, now=now, touch=touch, lock=lock)
+        return reloaded
 
     def _overwrite(
         self,
-        inner: Store,
         key: RecordKey,
         stored: Record,
         seed: tuple[int, StoredRecord],
         now: float,
         lock: LockRequest | None,
-    ) -> None:
+    ) -> Steps[None]:
         """Replace an older live record by the replica, if nobody wrote meanwhile."""
         gen, rec = seed
         change = Change(
@@ -502,10 +514,9 @@ class ReplicaStore:
             expect_version=stored.version,
             lease_token=lock.token if lock is not None else None,
         )
-        if inner.apply(key, change, now=now).status is ApplyStatus.OK:
-            self._rep.stats.bump("restored")
-            if self._rep.on_restored is not None:
-                self._rep.on_restored(key)
+        applied: ApplyResult = yield BASE.apply(key, change, now=now)
+        if applied.status is ApplyStatus.OK:
+            yield from self._restored(key)
             log.info(
                 "session %s: the store held an older copy; restored from the replica",
                 session_ref(key.id_hash),
@@ -531,12 +542,12 @@ class ReplicaStore:
 
     def create(
         self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
-    ) -> bool:
+    ) -> Steps[bool]:
         gen = max(self._gens.values(), default=0) + 1  # a rotation continues the count
-        if not self._local and self._inner is not None:
+        if self._forwards:
             tagged = replace(record, fields={**record.fields, GEN_FIELD: _encode_gen(gen)})
             try:
-                created = self._inner.create(key, tagged, now=now, lock=lock)
+                created: bool = yield BASE.create(key, tagged, now=now, lock=lock)
             except StoreUnavailable:
                 if self._store_held:
                     raise  # a session the store holds is saved there, or loudly not at all
@@ -561,11 +572,11 @@ class ReplicaStore:
         self._keep(key, outcome, gen, changed=True)
         self._created.add(key)
 
-    def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
+    def apply(self, key: RecordKey, change: Change, *, now: float) -> Steps[ApplyResult]:
         gen = self.gen(key) + 1
-        if not self._local and self._inner is not None:
+        if self._forwards:
             tagged = _writes_of(change, {GEN_FIELD: _encode_gen(gen)})
-            result = self._inner.apply(key, tagged, now=now)
+            result: ApplyResult = yield BASE.apply(key, tagged, now=now)
             rec = self._records.get(key)
             if result.status is ApplyStatus.OK and rec is not None:
                 # The checks passed in the store; the mirror only writes.
@@ -579,18 +590,20 @@ class ReplicaStore:
             self._keep(key, outcome, gen, changed=True)
         return result
 
-    def invalidate(self, key: RecordKey, *, now: float, lease_token: str | None = None) -> bool:
+    def invalidate(
+        self, key: RecordKey, *, now: float, lease_token: str | None = None
+    ) -> Steps[bool]:
         rec = self._records.get(key)
         ended = False
-        if self._inner is not None:
+        if self._inner:
             try:
-                ended = self._inner.invalidate(key, now=now, lease_token=lease_token)
+                ended = yield BASE.invalidate(key, now=now, lease_token=lease_token)
                 if not ended and self._local and rec is not None and not rec.invalidated:
                     # Served from the replica and the store came back without
                     # the session: leave a tombstone there, so no copy of the
                     # replica can bring it back.
-                    self._inner.create(key, _tombstone_seed(rec), now=now)
-                    ended = self._inner.invalidate(key, now=now)
+                    yield BASE.create(key, _tombstone_seed(rec), now=now)
+                    ended = yield BASE.invalidate(key, now=now)
             except StoreUnavailable:
                 # A logout must reach the store, or fail loudly (503). The old
                 # id of a rotation (a new id was created in this request) may
@@ -604,44 +617,23 @@ class ReplicaStore:
             ended = ended or ok
         return ended
 
-    def delete(self, key: RecordKey) -> bool:
-        removed = self._records.pop(key, None) is not None
-        if self._inner is not None and not self._local:
-            removed = self._inner.delete(key) or removed
-        return removed
-
-    def unlock(self, key: RecordKey, token: str) -> None:
-        if self._inner is not None and not self._local:
-            self._inner.unlock(key, token)
+    def unlock(self, key: RecordKey, token: str) -> Steps[None]:
+        if self._forwards:
+            yield BASE.unlock(key, token)
             return
         outcome = unlock_step(self._records.get(key), token)
         if isinstance(outcome, StoredRecord):
             self._records[key] = outcome
 
-    def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> bool:
-        if self._inner is not None and not self._local:
-            return self._inner.renew(key, token, now=now, lease=lease)
+    def renew(self, key: RecordKey, token: str, *, now: float, lease: float) -> Steps[bool]:
+        if self._forwards:
+            renewed: bool = yield BASE.renew(key, token, now=now, lease=lease)
+            return renewed
         ok, outcome = renew_step(self._records.get(key), token, now=now, lease=lease)
         if isinstance(outcome, StoredRecord):
             self._records[key] = outcome
         return ok
 
-    def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
-        if self._inner is not None and not self._local:
-            self._inner.wait_unlocked(key, timeout)
-
-    def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
-        if self._inner is not None and not self._local:
-            yield from self._inner.records(app_id)
-            return
-        for key, rec in list(self._records.items()):
-            if app_id is None or key.app_id == app_id:
-                yield rec.info(key)
-
-    def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
-        if self._inner is not None and not self._local:
-            return self._inner.purge(now=now, grace=grace, limit=limit)
-        return 0
-
-    def close(self) -> None:
-        """Nothing to release: the real store belongs to the manager."""
+    def wait_unlocked(self, key: RecordKey, timeout: float) -> Steps[None]:
+        if self._forwards:
+            yield BASE.wait_unlocked(key, timeout)

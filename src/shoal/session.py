@@ -30,7 +30,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, MutableMapping
 from typing import Any, Final, NamedTuple, NoReturn, TypeVar, overload
 
 from ._rotation import check_rotation_grace
@@ -181,6 +181,9 @@ class Session(MutableMapping[str, Any]):
         self._on_renew = on_renew
         # Deletes a once-only key in the store now; None without a store.
         self._consume: Callable[[Session, str], bool] | None = None
+        # The awaitable twins, for a session of ``manager.abegin``.
+        self._aconsume: Callable[[Session, str], Awaitable[bool]] | None = None
+        self._on_arenew: Callable[[Session], Awaitable[None]] | None = None
         self._flash_seq = 0
         self._values: dict[str, Any] = {}
         self._encoded = _Fields()
@@ -640,6 +643,13 @@ class Session(MutableMapping[str, Any]):
         if self._on_renew is not None:
             self._on_renew(self)
 
+    async def arenew_lock(self) -> None:
+        """``renew_lock`` for a session of ``manager.abegin``/``open_async``, awaited."""
+        if self._closed:
+            raise self._closed_error("there is no lease left to renew")
+        if self._on_arenew is not None:
+            await self._on_arenew(self)
+
     # -- once-only values ----------------------------------------------------
 
     def flash(self, message: Any, category: str = "message") -> None:
@@ -717,9 +727,30 @@ class Session(MutableMapping[str, Any]):
         sees True, before either runs the action's side effects. Without a
         store (``replica="only"``) this raises ``ConfigError``.
         """
+        key = self._token_key(name, token)
+        if key is None:
+            return False
+        # A token issued by this very request is not stored yet: nobody else has it.
+        consumed = key in self._written or (
+            self._consume is not None and self._consume(self, key)
+        )
+        return self._forget_token(key, consumed)
+
+    async def aconsume_token(self, name: str, token: object) -> bool:
+        """``consume_token`` for a session of ``manager.abegin``/``open_async``, awaited."""
+        key = self._token_key(name, token)
+        if key is None:
+            return False
+        consumed = key in self._written or (
+            self._aconsume is not None and await self._aconsume(self, key)
+        )
+        return self._forget_token(key, consumed)
+
+    def _token_key(self, name: str, token: object) -> str | None:
+        """The session key of ``token`` when this session holds it, else None."""
         self._check_tokens(name)
         if not isinstance(token, str) or not 0 < len(token) <= 256:
-            return False
+            return None
         digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
         key = f"{TOKEN_PREFIX}{name}.{digest[:32]}"
         self._expire_key(key)
@@ -727,11 +758,11 @@ class Session(MutableMapping[str, Any]):
         if not isinstance(stored, dict) or not hmac.compare_digest(
             str(stored.get("h", "")), digest
         ):
-            return False
-        # A token issued by this very request is not stored yet: nobody else has it.
-        consumed = key in self._written or (
-            self._consume is not None and self._consume(self, key)
-        )
+            return None
+        return key
+
+    def _forget_token(self, key: str, consumed: bool) -> bool:
+        """Drop a consumed (or lost) token from this request's view; ``consumed``."""
         for store in (self._values, self._encoded, self._expiry, self._versions):
             store.pop(key, None)
         self._written.discard(key)

@@ -35,7 +35,8 @@ from .session import Session
 from .transports import ANSWERED, Incoming, Transport, error_response, transport_for
 
 __all__ = [
-    "ENVIRON_KEY", "SessionMiddleware", "answer_error", "error_response", "rollback_quietly",
+    "ENVIRON_KEY", "SessionMiddleware", "answer_error", "error_response", "report_error",
+    "report_rollback_failure", "rollback_quietly",
 ]
 
 log = logging.getLogger("shoal")
@@ -65,22 +66,34 @@ def answer_error(
     thousand traceback lines. Shared by the WSGI middleware and the
     framework adapters.
     """
+    report_error(exc)
+    try:
+        manager.rollback(session)
+    except ShoalError as cleanup:
+        report_rollback_failure(cleanup, exc)
+    return error_response(exc)
+
+
+def report_error(exc: StoreUnavailable | LockTimeout | ConflictError | LockLost) -> None:
+    """Log a session error answered with an error response, in one line."""
     if isinstance(exc, StoreUnavailable):
         level = logging.DEBUG if exc.reported else logging.WARNING
     else:
         level = logging.INFO
     log.log(level, "session error, answering with an error: %s", exc)
-    try:
-        manager.rollback(session)
-    except ShoalError as cleanup:
-        # Releasing the lease of a store that just failed fails too: the
-        # same outage, already said.
-        said = isinstance(cleanup, StoreUnavailable) and (
-            cleanup.reported or isinstance(exc, StoreUnavailable)
-        )
-        level = logging.DEBUG if said else logging.WARNING
-        log.log(level, "session rollback failed too: %s", cleanup)
-    return error_response(exc)
+
+
+def report_rollback_failure(cleanup: ShoalError, exc: BaseException) -> None:
+    """Log a rollback that failed on the way out of ``exc``; it never masks ``exc``.
+
+    Releasing the lease of a store that just failed fails too: the same
+    outage, already said, goes to DEBUG.
+    """
+    said = isinstance(cleanup, StoreUnavailable) and (
+        cleanup.reported or isinstance(exc, StoreUnavailable)
+    )
+    level = logging.DEBUG if said else logging.WARNING
+    log.log(level, "session rollback failed too: %s", cleanup)
 
 
 def rollback_quietly(manager: SessionManager, session: Session) -> None:

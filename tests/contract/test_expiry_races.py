@@ -50,6 +50,8 @@ from shoal.stores.base import (
     Touch,
 )
 
+from .conftest import ManagerFactory
+
 IDLE = 100.0
 TOUCH = 50.0  # the largest allowed: idle_timeout / 2
 GRACE = 30.0
@@ -203,8 +205,8 @@ class Race:
 
 
 @pytest.fixture
-def manager(store: Store, clock: ManualClock, app_id: str) -> SessionManager:
-    return SessionManager(
+def manager(managers: ManagerFactory, store: Store, clock: ManualClock, app_id: str) -> SessionManager:
+    return managers(
         store, app_id=app_id, clock=clock, idle_timeout=IDLE, touch_interval=TOUCH,
         grace=GRACE, absolute_timeout=100 * IDLE,
     )

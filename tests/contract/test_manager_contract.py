@@ -21,6 +21,8 @@ from shoal import (
 from shoal.ids import hash_id, is_well_formed
 from shoal.stores.base import Change, RecordKey, Store
 
+from .conftest import ManagerFactory
+
 POLICIES = [p.value for p in Policy]
 UNLOCKED = ["lossy", "merge", "optimistic"]
 
@@ -31,8 +33,10 @@ def policy(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def manager(store: Store, clock: ManualClock, policy: str, app_id: str) -> Iterator[SessionManager]:
-    yield SessionManager(
+def manager(
+    managers: ManagerFactory, store: Store, clock: ManualClock, policy: str, app_id: str
+) -> Iterator[SessionManager]:
+    yield managers(
         store, app_id=app_id, policy=policy, clock=clock, idle_timeout=600, touch_interval=60,
         absolute_timeout=3600, grace=60, lock_timeout=2.0,
     )

@@ -12,6 +12,8 @@ from shoal.ids import hash_id
 from shoal.principals import index_app_id
 from shoal.stores.base import LoadStatus, RecordKey, Store
 
+from .conftest import ManagerFactory
+
 POLICIES = [p.value for p in Policy]
 SECRET = "principals-test-key-" + "0123456789abcdef" * 2
 
@@ -22,17 +24,24 @@ def policy(request: pytest.FixtureRequest) -> str:
 
 
 def _manager(
-    store: Store, clock: ManualClock, policy: str, app_id: str, **options: object
+    make: ManagerFactory,
+    store: Store,
+    clock: ManualClock,
+    policy: str,
+    app_id: str,
+    **options: object,
 ) -> SessionManager:
-    return SessionManager(
+    return make(
         store, app_id=app_id, policy=policy, clock=clock, idle_timeout=600, touch_interval=60,
-        absolute_timeout=3600, grace=60, lock_timeout=2.0, **options,  # type: ignore[arg-type]
+        absolute_timeout=3600, grace=60, lock_timeout=2.0, **options,
     )  # fmt: skip
 
 
 @pytest.fixture
-def manager(store: Store, clock: ManualClock, policy: str, app_id: str) -> Iterator[SessionManager]:
-    yield _manager(store, clock, policy, app_id)
+def manager(
+    managers: ManagerFactory, store: Store, clock: ManualClock, policy: str, app_id: str
+) -> Iterator[SessionManager]:
+    yield _manager(managers, store, clock, policy, app_id)
 
 
 def login(manager: SessionManager, user: str | int, session_id: str | None = None) -> str:
@@ -147,9 +156,9 @@ def test_logout_then_login_in_one_request_indexes_the_fresh_session(
 
 
 def test_max_sessions_per_principal_ends_the_oldest(
-    store: Store, clock: ManualClock, policy: str, app_id: str
+    managers: ManagerFactory, store: Store, clock: ManualClock, policy: str, app_id: str
 ) -> None:
-    manager = _manager(store, clock, policy, app_id, max_sessions_per_principal=2)
+    manager = _manager(managers, store, clock, policy, app_id, max_sessions_per_principal=2)
     first = login(manager, "ada")
     clock.advance(1)
     second = login(manager, "ada")
@@ -186,9 +195,11 @@ def test_index_records_stay_out_of_the_apps_records(manager: SessionManager) -> 
 
 
 def test_an_ended_session_is_not_restored_from_its_replica(
-    store: Store, clock: ManualClock, policy: str, app_id: str
+    managers: ManagerFactory, store: Store, clock: ManualClock, policy: str, app_id: str
 ) -> None:
-    manager = _manager(store, clock, policy, app_id, replica=True, secret_keys=[SECRET])
+    manager = _manager(
+        managers, store, clock, policy, app_id, replica=True, secret_keys=[SECRET]
+    )
     session = manager.begin()
     session["cart"] = ["book"]
     session.principal = "ada"

@@ -17,6 +17,8 @@ from shoal._rotation import is_pointer, open_pointer, pointer_key
 from shoal.ids import hash_id
 from shoal.stores.base import RecordKey, Store
 
+from .conftest import ManagerFactory
+
 POLICIES = [p.value for p in Policy]
 GRACE = 30.0
 
@@ -27,8 +29,10 @@ def policy(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def manager(store: Store, clock: ManualClock, policy: str, app_id: str) -> Iterator[SessionManager]:
-    yield SessionManager(
+def manager(
+    managers: ManagerFactory, store: Store, clock: ManualClock, policy: str, app_id: str
+) -> Iterator[SessionManager]:
+    yield managers(
         store, app_id=app_id, policy=policy, clock=clock, idle_timeout=600, touch_interval=60,
         absolute_timeout=3600, grace=60, lock_timeout=5.0, rotation_grace=GRACE,
     )
@@ -348,5 +352,5 @@ def test_a_stateless_rotation_writes_no_pointer(clock: ManualClock) -> None:
     rotating = manager.begin(sent.send_id, replica=sent.replica)
     rotating.rotate()
     assert manager.commit(rotating).send_id not in (None, sent.send_id)
-    view = rotating._handle.store  # type: ignore[attr-defined]  # the request's replica view
+    view = rotating._handle.view  # type: ignore[attr-defined]  # the request's replica view
     assert view._records and not any(is_pointer(key) for key in view._records)

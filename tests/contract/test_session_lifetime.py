@@ -16,6 +16,8 @@ from shoal import ManualClock, Policy, SessionManager
 from shoal.ids import hash_id
 from shoal.stores.base import RecordKey, Store
 
+from .conftest import ManagerFactory
+
 IDLE, ABSOLUTE = 600.0, 3600.0
 
 
@@ -25,24 +27,33 @@ def policy(request: pytest.FixtureRequest) -> str:
 
 
 def _manager(
-    store: Store, clock: ManualClock, policy: str, app_id: str, touch: float | None
+    make: ManagerFactory,
+    store: Store,
+    clock: ManualClock,
+    policy: str,
+    app_id: str,
+    touch: float | None,
 ) -> SessionManager:
-    return SessionManager(
+    return make(
         store, app_id=app_id, policy=policy, clock=clock, idle_timeout=IDLE,
         absolute_timeout=ABSOLUTE, touch_interval=touch, grace=60, lock_timeout=2.0,
     )  # fmt: skip
 
 
 @pytest.fixture
-def manager(store: Store, clock: ManualClock, policy: str, app_id: str) -> Iterator[SessionManager]:
+def manager(
+    managers: ManagerFactory, store: Store, clock: ManualClock, policy: str, app_id: str
+) -> Iterator[SessionManager]:
     """A manager whose reads never touch (as the Django adapter's)."""
-    yield _manager(store, clock, policy, app_id, touch=None)
+    yield _manager(managers, store, clock, policy, app_id, touch=None)
 
 
 @pytest.fixture
-def touching(store: Store, clock: ManualClock, policy: str, app_id: str) -> SessionManager:
+def touching(
+    managers: ManagerFactory, store: Store, clock: ManualClock, policy: str, app_id: str
+) -> SessionManager:
     """A manager whose reads extend sessions every 60 s (shoal's default behaviour)."""
-    return _manager(store, clock, policy, app_id, touch=60)
+    return _manager(managers, store, clock, policy, app_id, touch=60)
 
 
 def _start(manager: SessionManager, seconds: float | None = None, until: float | None = None) -> str:

@@ -11,12 +11,14 @@ import pytest
 from shoal import LockLost, LockTimeout, ManualClock, SessionManager, SessionStateError
 from shoal.stores.base import Store
 
+from .conftest import ManagerFactory
+
 LEASE = 10.0
 
 
 @pytest.fixture
-def manager(store: Store, clock: ManualClock, app_id: str) -> SessionManager:
-    return SessionManager(
+def manager(managers: ManagerFactory, store: Store, clock: ManualClock, app_id: str) -> SessionManager:
+    return managers(
         store, app_id=app_id, clock=clock, policy="merge", lock_lease=LEASE, lock_timeout=0.2
     )
 

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ._url import mask_url, split_url, url_scheme
 from .base import AsyncStore, Store
 
-__all__ = ["ASYNC_MODULES", "NETWORK_MODULES", "SCHEMES", "AsyncStore", "Store", "open_async_store", "open_store"]
+__all__ = ["ASYNC_MODULES", "NETWORK_MODULES", "SCHEMES", "AsyncStore", "Store", "async_twin", "open_async_store", "open_store"]
 
 # scheme -> (module, class, pip extra needed or None)
 SCHEMES: Final[dict[str, tuple[str, str, str | None]]] = {
@@ -111,3 +111,19 @@ def open_async_store(url: str) -> AsyncStore:
     if settings is None:
         return inner
     return AsyncBreakerStore(inner, breaker_for(url, settings))
+
+
+def async_twin(store: Store, url: str | None) -> AsyncStore:
+    """The ``AsyncStore`` serving the same data as ``store`` (opened from ``url``, if known).
+
+    A store with a native async twin is opened again from its URL (its own
+    client on the event loop, the same breaker); any other store, or a
+    store object handed over without a URL, is this very object with its
+    calls in a store thread, so that sync and async requests see one data
+    set (two ``memory://`` stores would not).
+    """
+    if url is not None and _entry(url)[0] in ASYNC_MODULES:
+        return open_async_store(url)
+    from ._threaded import ThreadedStore
+
+    return ThreadedStore(store, owned=False)

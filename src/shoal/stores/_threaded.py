@@ -70,18 +70,23 @@ async def run_in_thread(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _
 
 
 class ThreadedStore(AsyncForwarder):
-    """``store``'s calls awaited, each run in a store thread."""
+    """``store``'s calls awaited, each run in a store thread.
 
-    def __init__(self, store: Store) -> None:
+    ``owned=False``: ``aclose`` leaves ``store`` open, for its owner (a
+    manager whose sync and async requests share one store) to close.
+    """
+
+    def __init__(self, store: Store, *, owned: bool = True) -> None:
         self.store = store
         self.url = store.url
+        self._owned = owned
 
     def __repr__(self) -> str:
         return f"<ThreadedStore {self.store!r}>"
 
     async def _forward(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         if name == "aclose":
-            return await run_in_thread(self.store.close)
+            return await run_in_thread(self.store.close) if self._owned else None
         if name == "records":
             # The listing is read in full in the thread: a generator would
             # do its I/O on the loop, one step at a time.

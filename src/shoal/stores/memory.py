@@ -55,7 +55,12 @@ class MemoryStore(LocalStore):
 
     def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
         with self._cond:
-            self._cond.wait(timeout)
+            # Released between the caller's LOCKED load and this call (a
+            # thread hop under asyncio): waiting would miss that release's
+            # notification and sleep out the holder's whole lease.
+            record = self._records.get(key)
+            if record is not None and record.lease_token is not None:
+                self._cond.wait(timeout)
 
     def records(self, app_id: str | None = None) -> Iterator[RecordInfo]:
         with self._cond:
