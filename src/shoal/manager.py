@@ -13,10 +13,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
 from . import _rotation
@@ -28,7 +26,6 @@ from .cluster.hub import Hub
 from .cluster.listeners import Listener
 from .cluster.metrics import metrics_for
 from .cluster.near_cache import NearCache
-from .cluster.node import default_node_id
 from .codec import Codec, JsonCodec, decode_field
 from .config import default_store_url
 from .cookies import CookieOptions
