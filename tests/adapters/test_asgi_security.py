@@ -10,26 +10,23 @@ and test_fixation.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shoal import SessionManager
-from shoal.asgi import SessionMiddleware
+from shoal.asgi import Message, Receive, Scope, Send, SessionMiddleware
 from shoal.ids import hash_id, new_id
 from shoal.stores.base import RecordKey
 from shoal.stores.sqlite import SQLiteStore
 from tests._counting import CountingStore
 from tests.middleware.test_security import SECRET, garbage_cookies
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
 
 
-async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
-              send: Callable[[Message], Awaitable[None]]) -> None:
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """/set?k=v writes, /get?k reads, /none never looks at the session."""
     session, query = scope["session"], scope["query_string"].decode()
     body = b""
