@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from shoal import SessionManager
-from shoal.asgi import Message, Receive, Scope, Send, SessionMiddleware
+from shoal.asgi import Receive, Scope, Send, SessionMiddleware
 from shoal.ids import hash_id, new_id
 from shoal.stores.base import RecordKey
 from shoal.stores.sqlite import SQLiteStore
 from tests._counting import CountingStore
+from tests.fuzz._targets import exchange
 from tests.middleware.test_security import SECRET, garbage_cookies
 
 
@@ -50,15 +51,7 @@ async def call(asgi: SessionMiddleware, path: str, *cookies: str) -> tuple[int, 
         "headers": [(b"cookie", cookie.encode("latin-1")) for cookie in cookies],
         "server": ("localhost", 443), "client": ("127.0.0.1", 50000),
     }  # fmt: skip
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await asgi(scope, receive, send)
+    sent = await exchange(asgi, scope)
     start = sent[0]
     set_cookies = [v.decode("latin-1") for k, v in start["headers"] if k == b"set-cookie"]
     return start["status"], set_cookies, b"".join(m.get("body", b"") for m in sent[1:])

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from shoal import SessionManager
 from shoal._replay import UnreadableBody, capture
-from shoal.asgi import Message, Scope
+from shoal.asgi import ASGIApp, Message, Scope
 from shoal.asgi import SessionMiddleware as AsgiSessionMiddleware
 from shoal.asgi import _capture
 from shoal.codec import JsonCodec, decode_field
@@ -28,7 +28,7 @@ from shoal.stores.base import RecordKey
 from shoal.transports import CookieTransport, HeaderTransport, join_chunks
 from shoal.wsgi import SessionMiddleware
 
-__all__ = ["TARGETS", "Target"]
+__all__ = ["TARGETS", "Target", "exchange"]
 
 Target = Callable[[bytes], None]
 SECRET: Final = "fuzz-secret-key-0123456789abcdefghijklmnopq"
@@ -129,6 +129,20 @@ def request(data: bytes) -> None:
     assert body == b"None"  # a forged cookie never reaches a stored session
 
 
+async def exchange(asgi: ASGIApp, scope: Scope) -> list[Message]:
+    """The messages ``asgi`` sends for a request of ``scope`` without a body."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await asgi(scope, receive, send)
+    return sent
+
+
 async def _asgi_app(scope: Any, receive: Any, send: Any) -> None:
     body = repr(scope["session"].get("k")).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -145,15 +159,7 @@ def asgi_request(data: bytes) -> None:
         "type": "http", "method": "GET", "scheme": "https", "path": "/", "query_string": b"",
         "headers": [(b"cookie", line) for line in data.split(b"\n")],
     }  # fmt: skip
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    asyncio.run(_ASGI(scope, receive, send))
+    sent = asyncio.run(exchange(_ASGI, scope))
     assert sent[0]["status"] == 200, sent
     assert sent[1]["body"] == b"None"  # a forged cookie never reaches a stored session
 
