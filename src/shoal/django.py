@@ -55,6 +55,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 
+from .cookies import name_prefix
 from .errors import ConfigError, ConflictError, LockLost
 from .ids import hash_id, is_well_formed, new_id
 from .manager import SessionManager
@@ -118,13 +119,52 @@ def get_manager() -> SessionManager:
             'arguments, e.g. {"policy": "serialized"}'
         )
     age = getattr(settings, "SESSION_COOKIE_AGE", None)
+    cookie = tuple(getattr(settings, name, None) for name in _COOKIE_SETTINGS)
     cache_key = (store if isinstance(store, (str, type(None))) else id(store),
-                 repr(sorted(options.items())), age)  # fmt: skip
+                 repr(sorted(options.items())), age, cookie)  # fmt: skip
     with _managers_lock:
         found = _managers.get(cache_key)
         if found is None:
+            _check_cookie_prefix()
             found = _managers[cache_key] = _build(store, options)
         return found
+
+
+_COOKIE_SETTINGS: Final = (
+    "SESSION_COOKIE_NAME", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH",
+)
+
+
+def _check_cookie_prefix() -> None:
+    """The ``__Host-``/``__Secure-`` rules (``CookieOptions``'s) on Django's cookie settings.
+
+    Django's ``SessionMiddleware`` sets the cookie, so shoal cannot force
+    Secure as its own transports do; a prefixed cookie that breaks the rules
+    is silently dropped by every browser (no session would stick), so it is
+    refused here, naming the setting to change.
+    """
+    name = str(settings.SESSION_COOKIE_NAME)
+    prefix = name_prefix(name)
+    if prefix is None:
+        return
+    start = f"SESSION_COOKIE_NAME={name!r}: browsers keep a {prefix} cookie only"
+    if not settings.SESSION_COOKIE_SECURE:
+        raise ImproperlyConfigured(
+            f"{start} when it is Secure; set SESSION_COOKIE_SECURE = True (the site then "
+            "needs HTTPS), or choose a name without the prefix for plain HTTP"
+        )
+    if prefix != "__Host-":
+        return
+    if settings.SESSION_COOKIE_DOMAIN is not None:
+        raise ImproperlyConfigured(
+            f"{start} without a Domain; set SESSION_COOKIE_DOMAIN = None (the cookie then "
+            "goes to this host only), or use the __Secure- prefix to share it between subdomains"
+        )
+    if settings.SESSION_COOKIE_PATH != "/":
+        raise ImproperlyConfigured(
+            f"{start} with the Path /; set SESSION_COOKIE_PATH = '/', or use the __Secure- "
+            "prefix for a cookie of one path"
+        )
 
 
 def _build(store: object, options: Mapping[str, Any]) -> SessionManager:

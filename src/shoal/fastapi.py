@@ -34,6 +34,7 @@ nor answer a refused save with 409.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any, Final
 
 from fastapi import Request, Response
@@ -44,7 +45,7 @@ from .manager import CommitOutcome, SessionManager
 from .policies import Policy
 from .session import Session
 from .transports import ANSWERED, Incoming, Transport, transport_for
-from .asgi import answer_error, rollback_quietly
+from .asgi import _scope_header, answer_error, rollback_quietly
 
 __all__ = ["SessionRoute", "session_dependency"]
 
@@ -78,7 +79,10 @@ def session_dependency(
                 "app.router.route_class = shoal.fastapi.SessionRoute (or "
                 "APIRouter(route_class=SessionRoute)) before adding the routes"
             )
-        incoming = chosen.read(request.headers.get)
+        # The scope's headers as the ASGI middleware reads them, not
+        # ``request.headers.get`` (the first of several only): HTTP/2 sends a
+        # ``cookie`` header per cookie, and the size limit is on them all.
+        incoming = chosen.read(partial(_scope_header, request.scope))
         session = manager._async_session(
             incoming.session_id, read_only=read_only, policy=policy, replica=incoming.replica
         )

@@ -125,6 +125,40 @@ def test_bad_options_name_the_fix(options: dict[str, object], message: str) -> N
             get_manager()
 
 
+@pytest.mark.parametrize(
+    ("cookie", "message"),
+    [
+        pytest.param({"SESSION_COOKIE_NAME": "__Host-sessionid"},
+                     "SESSION_COOKIE_SECURE = True", id="host-not-secure"),
+        pytest.param({"SESSION_COOKIE_NAME": "__secure-sessionid"},
+                     "SESSION_COOKIE_SECURE = True", id="secure-not-secure-any-case"),
+        pytest.param({"SESSION_COOKIE_NAME": "__Host-sessionid", "SESSION_COOKIE_SECURE": True,
+                      "SESSION_COOKIE_DOMAIN": ".example.com"},
+                     "SESSION_COOKIE_DOMAIN = None.*__Secure-", id="host-with-a-domain"),
+        pytest.param({"SESSION_COOKIE_NAME": "__Host-sessionid", "SESSION_COOKIE_SECURE": True,
+                      "SESSION_COOKIE_PATH": "/app"},
+                     "SESSION_COOKIE_PATH = '/'", id="host-with-a-path"),
+    ],
+)
+def test_a_prefixed_cookie_a_browser_would_drop_is_refused(
+    cookie: dict[str, object], message: str
+) -> None:
+    """Django sets the cookie, so shoal checks the ``__Host-``/``__Secure-`` rules on its settings."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(SHOAL_STORE="memory://", **cookie):
+        with pytest.raises(ImproperlyConfigured, match=message):
+            get_manager()
+    close_managers()
+
+
+def test_a_valid_prefixed_cookie_is_accepted() -> None:
+    with override_settings(SHOAL_STORE="memory://", SESSION_COOKIE_NAME="__Host-sessionid",
+                           SESSION_COOKIE_SECURE=True):
+        assert get_manager() is not None
+    close_managers()
+
+
 def test_an_async_view_with_the_async_methods(local_store_url: str) -> None:
     import asyncio
 

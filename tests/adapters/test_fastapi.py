@@ -113,3 +113,24 @@ def test_without_the_route_class_the_error_names_it(manager: SessionManager) -> 
 def test_read_only_with_a_lock_is_refused(manager: SessionManager) -> None:
     with pytest.raises(ConfigError, match="read_only"):
         session_dependency(manager, read_only=True, policy="serialized")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        pytest.param("theme=dark", 1, id="split-cookies-read-as-one"),
+        pytest.param("junk=" + "x" * 200_000, 0, id="split-oversized-ignored-whole"),
+    ],
+)
+def test_cookie_headers_split_by_http2_are_joined(
+    client: TestClient, extra: str, expected: int
+) -> None:
+    """HTTP/2 sends a ``cookie`` header per cookie: all of them are read, and the size
+    limit (``MAX_COOKIE_HEADER``) holds for them together, as in the ASGI middleware."""
+    client.post("/count")
+    sid = client.cookies["shoal"]
+    client.cookies.clear()
+    headers = [("cookie", extra), ("cookie", f"shoal={sid}")]
+    if expected == 0:
+        headers.reverse()  # the id first: reading only the first header would find it
+    assert client.get("/read", headers=headers).json() == expected

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from shoal import SessionManager
 from shoal._replay import UnreadableBody, capture
+from shoal.asgi import ASGIApp, Message, Scope
+from shoal.asgi import SessionMiddleware as AsgiSessionMiddleware
 from shoal.asgi import _capture
 from shoal.codec import JsonCodec, decode_field
 from shoal.cookies import CookieOptions, parse_cookie_header
@@ -26,7 +28,7 @@ from shoal.stores.base import RecordKey
 from shoal.transports import CookieTransport, HeaderTransport, join_chunks
 from shoal.wsgi import SessionMiddleware
 
-__all__ = ["TARGETS", "Target"]
+__all__ = ["TARGETS", "Target", "exchange"]
 
 Target = Callable[[bytes], None]
 SECRET: Final = "fuzz-secret-key-0123456789abcdefghijklmnopq"
@@ -127,6 +129,41 @@ def request(data: bytes) -> None:
     assert body == b"None"  # a forged cookie never reaches a stored session
 
 
+async def exchange(asgi: ASGIApp, scope: Scope) -> list[Message]:
+    """The messages ``asgi`` sends for a request of ``scope`` without a body."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await asgi(scope, receive, send)
+    return sent
+
+
+async def _asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    body = repr(scope["session"].get("k")).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+_ASGI: Final = AsgiSessionMiddleware(_asgi_app, _MANAGER)
+
+
+def asgi_request(data: bytes) -> None:
+    """A whole request through the ASGI middleware, on the async path: each line of
+    ``data`` a ``cookie`` header of its own (HTTP/2 sends one per cookie); a 200."""
+    scope: Scope = {
+        "type": "http", "method": "GET", "scheme": "https", "path": "/", "query_string": b"",
+        "headers": [(b"cookie", line) for line in data.split(b"\n")],
+    }  # fmt: skip
+    sent = asyncio.run(exchange(_ASGI, scope))
+    assert sent[0]["status"] == 200, sent
+    assert sent[1]["body"] == b"None"  # a forged cookie never reaches a stored session
+
+
 def _plain_length(text: str) -> int | None:
     text = text.strip(" \t")
     return int(text) if text.isascii() and text.isdigit() else None
@@ -160,5 +197,6 @@ TARGETS: Final[dict[str, Target]] = {
     "replica": replica,
     "codec": codec,
     "request": request,
+    "asgi_request": asgi_request,
     "content_length": content_length,
 }

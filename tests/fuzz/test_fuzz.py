@@ -70,6 +70,7 @@ INPUTS = {
     "replica": st.binary(max_size=300) | _NEAR,
     "codec": st.binary(max_size=120) | _TAGGED | _NEAR.map(lambda b: b"j" + b),
     "request": st.binary(max_size=300) | _NEAR,
+    "asgi_request": st.binary(max_size=300) | st.lists(_NEAR, max_size=4).map(b"\n".join),
     "content_length": st.binary(max_size=8) | _NEAR | st.from_regex(r"\A[ \t]*[0-9_+-]{0,4}[ \t]*\Z").map(
         str.encode
     ),

@@ -98,6 +98,33 @@ def test_rotate_at_login_sends_the_new_id_and_retires_the_old(
     assert stale.text == "-" and stale.headers["X-Session-Id"] == ""  # drop it
 
 
+def test_within_the_rotation_grace_the_old_id_gets_the_new_one_again(
+    store: CountingStore, app_id: str
+) -> None:
+    """A periodic ``rotate()`` whose response was lost: the old id still works and is
+    answered with the new one in the header (issue 14, item 3); dead after the grace."""
+    from shoal import ManualClock
+
+    clock = ManualClock(start=1_800_000_000.0)
+    manager = SessionManager(store, app_id=app_id, clock=clock, rotation_grace=30)
+
+    def renewing(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ["shoal.session"].rotate()  # keeps the manager's grace
+        return app(environ, start_response)
+
+    c = Client(SessionMiddleware(app, manager, transport=HeaderTransport()))
+    old = get(c, "/count").headers["X-Session-Id"]
+    renew = Client(SessionMiddleware(renewing, manager, transport=HeaderTransport()))
+    new = get(renew, "/peek", old).headers["X-Session-Id"]
+    assert new not in ("", old)
+    again = get(c, "/peek", old)  # the client never saw `new`
+    assert (again.text, again.headers["X-Session-Id"]) == ("1", new)
+    clock.advance(31)
+    stale = get(c, "/peek", old)
+    assert stale.text == "-" and stale.headers["X-Session-Id"] == ""
+    assert get(c, "/peek", new).text == "1"
+
+
 def test_invalidate_sends_the_header_empty(store: CountingStore, app_id: str) -> None:
     c = client(store, app_id)
     session_id = get(c, "/count").headers["X-Session-Id"]

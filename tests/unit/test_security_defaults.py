@@ -55,3 +55,54 @@ def test_no_pickle_anywhere() -> None:
                 names = [node.module.split(".")[0]]
             found += [f"{path.relative_to(SRC)}: {name}" for name in names if name in banned]
     assert found == []
+
+
+# Comparisons with == that name a token or digest, each not a client's secret.
+_NOT_SECRETS = {
+    "stores/_lockfile.py": "current.token != token",  # lease tokens: made and kept by the server
+    "stores/_state.py": "lease_token",  # the same, in the local stores' records
+    "transports.py": "_digest(wire) != digest",  # a public checksum of the client's own chunks
+}
+
+
+def test_no_secret_is_compared_with_eq() -> None:
+    """Client-supplied secrets are compared with ``hmac.compare_digest`` (or by GCM's tag check).
+
+    A static scan: any ``==``/``!=`` whose operands name a token, secret,
+    digest, MAC, tag or nonce must be in ``_NOT_SECRETS`` with its reason.
+    """
+    suspicious = ("token", "secret", "digest", "mac", "tag", "nonce")
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        relative = str(path.relative_to(SRC))
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Compare) or not any(
+                isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops
+            ):
+                continue
+            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            names |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            if any(word in name.lower() for name in names for word in suspicious):
+                text = ast.unparse(node)
+                if _NOT_SECRETS.get(relative, "\0") not in text:
+                    found.append(f"{relative}:{node.lineno}: {text}")
+    assert found == []
+
+
+def test_once_only_tokens_are_checked_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    compared: list[tuple[str, str]] = []
+    real = hmac.compare_digest
+
+    def spy(a: str, b: str) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    manager = SessionManager("memory://")
+    with manager.open() as session:
+        token = session.issue_token("buy")
+    with manager.open(session.id) as later:
+        assert later.consume_token("buy", token)
+    assert len(compared) == 1 and compared[0][0] == compared[0][1] and token not in compared[0]
