@@ -39,6 +39,7 @@ issue rules it out: redis-py owns parsing, TLS and Sentinel).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from redis.connection import ConnectionPool
@@ -48,24 +49,23 @@ from redis.exceptions import ResponseError
 
 __all__ = ["Lane"]
 
+# hiredis' packer, when redis-py found hiredis (else None: the connection packs).
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None = None
 if HIREDIS_AVAILABLE:
     from hiredis import pack_command as _hiredis_pack
-else:  # pragma: no cover - the redis extra installs hiredis
-    _hiredis_pack = None
 
 
 class Lane:
     """Borrowed connections of one redis-py pool, reused command after command."""
 
-    __slots__ = ("_hiredis", "_idle", "_pid", "_pool")
+    __slots__ = ("_idle", "_pack", "_pid", "_pool")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         # hiredis packs str, bytes, int and float arguments, which is all the
         # store sends; a pool with its own command_packer keeps it.
-        self._hiredis = _hiredis_pack is not None and "command_packer" not in getattr(
-            pool, "connection_kwargs", {}
-        )
+        own = "command_packer" in getattr(pool, "connection_kwargs", {})
+        self._pack = None if own else _hiredis_pack
         # redis-py's connection classes are only partly typed: Any.
         self._idle: list[Any] = []
         self._pid = os.getpid()
@@ -79,8 +79,9 @@ class Lane:
         """
         conn = self._take()
         try:
-            if self._hiredis:
-                conn.send_packed_command((_hiredis_pack(args),))
+            pack = self._pack
+            if pack is not None:
+                conn.send_packed_command((pack(args),))
             else:
                 conn.send_command(*args)
             reply = conn.read_response()
