@@ -264,25 +264,29 @@ class Layout:
         return args
 
     def apply_args(self, change: Change, now: float) -> list[Any]:
-        deletes = list(change.delete)
+        # Built in one list display, each collection appended as it is
+        # (num() inlined: a save's arguments are on every request's path).
+        sets, deletes, expects = change.set, change.delete, change.expect_fields
+        token, expect = change.lease_token, change.expect_version
         args: list[Any] = [
-            num(now),
-            num(change.idle_timeout),
+            repr(float(now)),
+            repr(float(change.idle_timeout)),
             self.grace_arg,
             "1" if change.replace else "0",
             "1" if change.release else "0",
-            "" if change.expect_version is None else str(change.expect_version),
-            "0" if change.lease_token is None else "1",
-            change.lease_token or "",
+            "" if expect is None else str(expect),
+            "0" if token is None else "1",
+            token or "",
             self.publish,
-            str(len(change.set)),
+            str(len(sets)),
             str(len(deletes)),
-            str(len(change.expect_fields)),
+            str(len(expects)),
         ]
-        for name, value in change.set.items():
-            args += (name, value)
-        args += deletes
-        for name, seen in change.expect_fields.items():
+        for item in sets.items():
+            args += item
+        if deletes:
+            args += deletes
+        for name, seen in expects.items():
             args += (name, "" if seen is None else str(seen))
         return args
 
@@ -371,11 +375,6 @@ def apply_reply(reply: Any) -> ApplyResult:
     return ApplyResult(ApplyStatus(status.decode()))
 
 
-# The first bytes of a session value's and a key version's field names
-# (b"f:", b"v:"), compared as integers: cheaper than slicing every name.
-_F, _V, _COLON = ord("f"), ord("v"), ord(":")
-
-
 def parse_record(flat: list[bytes]) -> Record:
     """A Record from a script's HGETALL (lease fields are not part of it)."""
     it = iter(flat)
@@ -383,21 +382,51 @@ def parse_record(flat: list[bytes]) -> Record:
     return _record(found, float(found[b"acc"]), float(found[b"exp"]))
 
 
+# What each field name of a record hash is: b"f:<k>" -> (True, "<k>"),
+# b"v:<k>" -> (False, "<k>"), a meta field -> None. A process reads the same
+# few names over and over, so each is decoded once (measured: ~25k of ~75k
+# client instructions a load were decoding). Bounded: cleared when full, so
+# keys made up per session cannot grow it without end.
+_NAMES: dict[bytes, tuple[bool, str] | None] = {}
+_NAMES_MAX = 4096
+
+
+def _name(raw: bytes) -> tuple[bool, str] | None:
+    head = raw[:2]
+    kind = (True, raw[2:].decode()) if head == b"f:" else (
+        (False, raw[2:].decode()) if head == b"v:" else None
+    )
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[raw] = kind
+    return kind
+
+
 def _record(found: dict[bytes, bytes], accessed: float, expires: float) -> Record:
     """The Record of a record hash whose ``acc`` and ``exp`` the caller has read.
 
-    Two comprehensions over the hash, each keeping one kind of field: meta
-    fields (no colon) are read by name. Rejected: one loop sorting every
-    field into three dicts (measured ~1.5x slower).
+    One pass over the hash, each name classified by ``_NAMES``; meta fields
+    are read by name. Rejected: slicing and decoding every name on every
+    load (two comprehensions: ~1.4x the instructions).
     """
+    fields: dict[str, bytes] = {}
+    versions: dict[str, int] = {}
+    names = _NAMES
+    for raw, value in found.items():
+        kind = names[raw] if raw in names else _name(raw)
+        if kind is not None:
+            if kind[0]:
+                fields[kind[1]] = value
+            else:
+                versions[kind[1]] = int(value)
     return Record(
         int(found[b"ver"]),
         float(found[b"ctd"]),
         accessed,
         expires,
         float(found[b"abs"]),
-        {n[2:].decode(): v for n, v in found.items() if n[1] == _COLON and n[0] == _F},
-        {n[2:].decode(): int(v) for n, v in found.items() if n[1] == _COLON and n[0] == _V},
+        fields,
+        versions,
     )
 
 
