@@ -108,3 +108,27 @@ def test_pool_users_get_the_lanes_idle_connections_back(url: str) -> None:
         assert store.load(KEY, now=NOW).record is None
     finally:
         store.close()
+
+
+def test_a_pool_with_a_packer_of_its_own_keeps_it(url: str) -> None:
+    # The lane packs with hiredis directly, unless the pool names its own
+    # packer: then every command goes through that packer, as redis-py would.
+    from redis.connection import PythonRespSerializer
+
+    packed: list[tuple[Any, ...]] = []
+
+    class Counting(PythonRespSerializer):
+        def pack(self, *args: Any) -> list[bytes]:
+            packed.append(args)
+            return super().pack(*args)  # type: ignore[no-untyped-call, no-any-return]
+
+    encoder = redis.Redis.from_url(url).get_encoder()
+    pool: Any = redis.ConnectionPool.from_url(url, command_packer=Counting(6000, encoder.encode))
+    lane = Lane(pool)
+    try:
+        lane.call("SET", "lane:packed", b"v")
+        assert lane.call("GET", "lane:packed") == b"v"
+        assert [args[0] for args in packed][-2:] == ["SET", "GET"]  # after the handshake
+    finally:
+        lane.give_back()
+        pool.disconnect()

@@ -184,3 +184,28 @@ def test_records_and_purge_skip_foreign_keys(store: RedisStore, key: RecordKey) 
     assert [info.key for info in store.records(key.app_id)] == [key]
     assert store.purge(now=t + 100_000, grace=0) == 1
     assert client.get(foreign) == b"someone else's string"
+
+
+def test_a_save_of_thousands_of_keys_spans_unpack_steps(store: RedisStore, key: RecordKey) -> None:
+    # APPLY writes every key in one HSET, deletes in one HDEL and reads
+    # expectations in one HMGET, in steps of 4000 arguments (Lua's unpack()
+    # limit): 2500 keys make each of them take more than one step.
+    t = now()
+    many = {f"k{i}": str(i).encode() for i in range(2500)}
+    store.create(key, new(t), now=t)
+    assert store.apply(key, Change(IDLE, set=many), now=t).version == 2
+    seen: dict[str, int | None] = {name: 2 for name in many}
+    half = sorted(many)[:1250]
+    saved = store.apply(key, Change(IDLE, delete=frozenset(half), expect_fields=seen), now=t)
+    assert saved.version == 3
+    record = store.load(key, now=t).record
+    assert record is not None
+    assert dict(record.fields) == {name: many[name] for name in sorted(many)[1250:]}
+    stale = store.apply(key, Change(IDLE, set={"x": b"1"}, expect_fields=seen), now=t)
+    assert stale.conflicts == tuple(sorted(half))
+    kept = sorted(many)[-1]
+    replaced = store.apply(key, Change(IDLE, set={kept: many[kept]}, replace=True), now=t)
+    assert replaced.version == 4
+    record = store.load(key, now=t).record
+    assert record is not None and dict(record.fields) == {kept: many[kept]}
+    assert record.field_versions == {kept: 2}  # unchanged by the whole-record write
