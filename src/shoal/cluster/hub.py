@@ -69,7 +69,7 @@ class Hub:
         self._given_node_id = node_id
         self.node_id = node_id or default_node_id()
         self.codec, self.clock = codec, clock
-        self.listeners = Listeners()
+        self.listeners = Listeners(self.node_id)
         self.near_cache = near_cache
         self.metrics = metrics
         self.send_values = send_values
