@@ -289,6 +289,7 @@ class SessionManager:
         self._hub = _make_hub(self, node_id, events, near_cache, metrics, event_values)
         if self._replicator is not None:
             self._replicator.on_restored = self._restored
+            self._replicator.node_id = lambda: self.node_id
         self._new_id: IdFactory = id_factory or new_id
         # Refused at ``set`` with an EncodeError naming the key (shoal.session).
         self.max_session_bytes, self.max_keys = limits
@@ -974,9 +975,9 @@ class SessionManager:
         if excess:
             yield from self._principals.remove(principal, excess, now=now)
             log.info(
-                "principal over max_sessions_per_principal: ended %d oldest session(s)",
-                len(excess),
-            )
+                "node %s: principal over max_sessions_per_principal: ended %d oldest session(s)",
+                self.node_id, len(excess),
+            )  # fmt: skip
 
     def _check_indexed(self, principal: object) -> str:
         if self.replica == "only":
