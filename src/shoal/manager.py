@@ -42,10 +42,10 @@ from .errors import (
 )
 from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
 from .policies import Policy, build_change, parse_policy
-from .principals import PrincipalIndex
+from .principals import PrincipalIndex, principal_in
 from .replica import ReplicaStats, ReplicaStore, Replicator
 from .sealing import Secret
-from .session import LIFETIME_KEY, PRINCIPAL_KEY, Session
+from .session import LIFETIME_KEY, Session
 from .stores import async_twin, open_store
 from .stores.memory import MemoryStore
 from .stores.base import (
@@ -667,18 +667,6 @@ class SessionManager:
                 principal = None if found is None else str(found)
             yield call(self._hub.emit, name, id_hash, principal=principal, **kw)
 
-    def _principal_at_load(self, session: Session) -> str | None:
-        """Whose session this was when loaded: the ``invalidated`` event of a
-        logout names the user, though ``invalidate()`` emptied the session."""
-        data = session._at_load[0].get(PRINCIPAL_KEY) if session._at_load else None
-        if data is None:
-            return None
-        try:
-            value = decode_field(self.codec, data)[0]
-        except ValueError:  # a damaged field: the event goes without a principal
-            return None
-        return value if isinstance(value, str) else None
-
     def _restored(self, key: RecordKey) -> None:
         if self._hub.metrics is not None:
             self._hub.metrics.inc("replica_restores")
@@ -813,9 +801,10 @@ class SessionManager:
             # Logout always wins, lease or not; the tombstone drops any lease.
             # It goes first, so a failure below never leaves the old id alive.
             if key is not None:
+                loaded = session._at_load[0] if session._at_load else None
                 yield from self._end_session(
                     SESSION, key, now=now, session=session,
-                    principal=self._principal_at_load(session),  # invalidate() cleared it
+                    principal=principal_in(self.codec, loaded),  # invalidate() emptied it
                 )  # fmt: skip
             handle.lease_token = None
             session._detect_mutations()
