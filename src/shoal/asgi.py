@@ -47,11 +47,11 @@ from collections.abc import (
 )
 from typing import Any
 
-from ._replay import check_replay_options
-from .errors import ConfigError, ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
+from ._middleware import MiddlewareOptions
+from .errors import ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
 from .manager import CommitOutcome, SessionManager
 from .session import Session
-from .transports import ANSWERED, Incoming, Transport, transport_for
+from .transports import ANSWERED, Incoming, Transport
 from .wsgi import _log_misuse, error_response, report_error, report_rollback_failure
 
 __all__ = ["SCOPE_KEY", "SessionDict", "SessionMiddleware", "answer_error", "rollback_quietly"]
@@ -247,38 +247,13 @@ class SessionDict(dict[str, Any]):
             del self[key]
 
 
-class SessionMiddleware:
+class SessionMiddleware(MiddlewareOptions[ASGIApp]):
     """Wrap an ASGI application with shoal sessions from ``manager``.
 
-    ``retry_conflicts=N`` re-runs a request up to N times, each with a fresh
-    session, when its save raises ``ConflictError`` (optimistic policy) and
-    its body can be replayed: a declared ``content-length`` of at most
-    ``max_replay_body`` bytes, or no body, read up front before the first run.
-    The failed run's response is never sent (the commit comes before
-    ``http.response.start`` goes out). A conflict that cannot be retried is
-    answered with 409. Re-running repeats the view's other side effects, so
-    enable it for views that are safe to run again.
-
-    ``transport`` carries the id: by default a cookie with the manager's
-    cookie options; ``shoal.transports.HeaderTransport("X-Session-Id")`` for
-    API clients that send the id in a header.
+    ``SessionMiddleware(app, manager, *, retry_conflicts=0,
+    max_replay_body=65536, transport=None)``: the options are
+    ``shoal._middleware.MiddlewareOptions``' (the same for WSGI and ASGI).
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        manager: SessionManager,
-        *,
-        retry_conflicts: int = 0,
-        max_replay_body: int = 65536,
-        transport: Transport | None = None,
-    ) -> None:
-        check_replay_options(retry_conflicts, max_replay_body)
-        self.app = app
-        self.manager = manager
-        self.retry_conflicts = retry_conflicts
-        self.max_replay_body = max_replay_body
-        self.transport = transport_for(manager, transport)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

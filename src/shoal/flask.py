@@ -51,7 +51,7 @@ from .cookies import CookieOptions, SameSite
 from .errors import ConfigError, ConflictError, LockLost, LockTimeout, ShoalError, StoreUnavailable
 from .manager import CommitOutcome, SessionManager
 from .session import Session
-from .transports import ANSWERED, CookieTransport, Incoming, error_response
+from .transports import ANSWERED, CookieTransport, Incoming, Transport, error_response
 from .wsgi import ENVIRON_KEY, answer_error, rollback_quietly
 
 if TYPE_CHECKING:
@@ -196,7 +196,10 @@ class ShoalSessionInterface(SessionInterface):
         except ConfigError as exc:
             raise ConfigError(f"{exc} (from the app's SESSION_COOKIE_* settings)") from None
 
-    def _transport(self, app: Flask, *, max_age: int | None = None) -> CookieTransport:
+    def _transport(self, app: Flask, *, max_age: int | None = None) -> Transport:
+        """The manager's ``transport=`` if it has one, else the cookie of ``app.config``."""
+        if self.manager.transport is not None:
+            return self.manager.transport
         options = self.cookie_options(app, max_age=max_age)
         return CookieTransport(options, replica=bool(self.manager.replica))
 

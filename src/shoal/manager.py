@@ -13,10 +13,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
 from . import _rotation
@@ -28,7 +26,6 @@ from .cluster.hub import Hub
 from .cluster.listeners import Listener
 from .cluster.metrics import metrics_for
 from .cluster.near_cache import NearCache
-from .cluster.node import default_node_id
 from .codec import Codec, JsonCodec, decode_field
 from .config import default_store_url
 from .cookies import CookieOptions
@@ -47,6 +44,7 @@ from .replica import ReplicaStats, ReplicaStore, Replicator
 from .sealing import Secret
 from .session import LIFETIME_KEY, Session
 from .stores import async_twin, open_store
+from .transports import Transport, transport_for
 from .stores.memory import MemoryStore
 from .stores.base import (
     ApplyResult,
@@ -196,6 +194,10 @@ class SessionManager:
     Django's ``set_expiry`` uses); ``touch_interval=None`` makes reads never
     extend a session (Django's behaviour: only saves do).
 
+    ``transport`` (``shoal.transports``) carries the id for every middleware
+    and adapter of this manager: the cookie by default, ``HeaderTransport``
+    for API clients, ``CallableTransport`` for any other scheme.
+
     ``cookie`` is a ``CookieOptions`` or a dict of its fields. Every argument
     is checked here (``shoal._settings``): a bad one is a ``ConfigError``
     naming the fix, never an error at the first request.
@@ -238,6 +240,7 @@ class SessionManager:
         near_cache: int | NearCache | None = None,
         metrics: bool = False,
         event_values: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         checked = check_manager_settings(
             store=store, app_id=app_id, secret_keys=secret_keys, idle_timeout=idle_timeout,
@@ -302,6 +305,10 @@ class SessionManager:
             limit=per_principal if per_principal is not None else PRINCIPAL_LIMIT,
         )
         self.rotation_grace = _rotation.check_rotation_grace(rotation_grace)
+        # How ids travel (shoal.transports); None: the cookie. A middleware's
+        # own ``transport=`` wins over it.
+        self.transport: Transport | None = None
+        self.transport = transport_for(self, transport) if transport is not None else None
 
     def __repr__(self) -> str:
         keys = f", {len(self._secret_keys)} secret keys" if self._secret_keys else ""

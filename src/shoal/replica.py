@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -65,9 +65,7 @@ from .stores.base import (
     LockRequest,
     NewRecord,
     Record,
-    RecordInfo,
     RecordKey,
-    Store,
     Touch,
 )
 

@@ -11,7 +11,9 @@ A transport reads headers through a ``HeaderGetter`` (a header name in its
 usual spelling, ``"Cookie"``, to its value or None), so a transport that
 carries the id in a header of its own (``X-Session-Id``, for API clients)
 fits the same ``Transport`` protocol: ``CookieTransport`` for browsers,
-``HeaderTransport`` for API and mobile clients. ``transport_for`` picks the
+``HeaderTransport`` for API and mobile clients, ``CallableTransport`` for
+any other scheme (a pair of functions: read the id, hand it back).
+``transport_for`` picks the middleware's, else the manager's, else the
 default (cookies, from the manager's options) and refuses a transport that
 cannot carry what the manager sends (a replica over a header).
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANSWERED",
     "COOKIE_BUDGET",
+    "CallableTransport",
     "MAX_CHUNKS",
     "MAX_ID_HEADER",
     "CookieTransport",
@@ -241,14 +244,82 @@ class HeaderTransport:
         return headers
 
 
+class CallableTransport:
+    """The id read from the request and handed back by two functions of the application's.
+
+    For a scheme neither a cookie nor a plain header covers (``Authorization:
+    Session <id>``, an id inside a header the application already sends)::
+
+        CallableTransport(
+            read_id=lambda header: (header("Authorization") or "").removeprefix("Session ") or None,
+            send_id=lambda new_id: [("X-New-Session", new_id or "")],
+            vary=("Authorization",),
+        )
+
+    ``read_id(header)`` gets a ``HeaderGetter`` and returns the id the request
+    carries, or None; a value that is not a string, is empty or longer than
+    ``MAX_ID_HEADER`` is ignored (a fresh session, no store I/O), and a
+    malformed one is refused by the manager as from any transport, so a
+    client-chosen id is never adopted. ``send_id(session_id)`` returns the
+    response headers that hand the client a new id, or, given None, tell it
+    to drop its id (logout, an id that names nothing); it is called only
+    then (an unchanged id sends nothing). ``vary``: the request headers a
+    response that used the session varies on. No replica (as a header).
+    """
+
+    __slots__ = ("_read", "_send", "vary")
+
+    def __init__(
+        self,
+        read_id: Callable[[HeaderGetter], str | None],
+        send_id: Callable[[str | None], Sequence[tuple[str, str]]],
+        *,
+        vary: Sequence[str] = (),
+    ) -> None:
+        if not callable(read_id) or not callable(send_id):
+            raise ConfigError(
+                "CallableTransport(read_id, send_id) takes two functions: read_id(header) -> "
+                "id or None, send_id(id or None) -> [(name, value), ...]"
+            )
+        self._read, self._send = read_id, send_id
+        self.vary = tuple(vary)
+
+    def __repr__(self) -> str:
+        return f"<CallableTransport {getattr(self._read, '__name__', 'read_id')}>"
+
+    @property
+    def replica(self) -> bool:
+        return False
+
+    def read(self, header: HeaderGetter) -> Incoming:
+        value = self._read(header)
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_HEADER:
+            return Incoming()
+        return Incoming(session_id=value)
+
+    def response_headers(
+        self, outcome: CommitOutcome, incoming: Incoming, *, https: bool, vary: bool
+    ) -> Headers:
+        headers: Headers = []
+        if outcome.send_id is not None:
+            headers.extend(self._send(outcome.send_id))
+        elif outcome.clear:
+            headers.extend(self._send(None))
+        if vary:
+            headers.extend(("Vary", name) for name in self.vary)
+        return headers
+
+
 def transport_for(manager: SessionManager, transport: Transport | None = None) -> Transport:
-    """``transport``, checked against ``manager``; by default the manager's cookies.
+    """``transport``, else the manager's ``transport=``, checked; by default its cookies.
 
     Refused with a ``ConfigError``: a transport that does not carry the
     replica of a manager with ``replica=`` (it would be sent nowhere, or
     never read back), and a replica transport on a manager without one.
     """
     replica = bool(manager.replica)
+    if transport is None:
+        transport = manager.transport
     if transport is None:
         return CookieTransport(manager.cookie, replica=replica)
     if replica and not transport.replica:

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ._replay import UnreadableBody, capture, check_replay_options
+from ._middleware import MiddlewareOptions
+from ._replay import UnreadableBody, capture
 from .errors import (
     ConflictError,
     LockLost,
@@ -32,7 +33,7 @@ from .errors import (
 )
 from .manager import CommitOutcome, SessionManager
 from .session import Session
-from .transports import ANSWERED, Incoming, Transport, error_response, transport_for
+from .transports import ANSWERED, Incoming, Transport, error_response
 
 __all__ = [
     "ENVIRON_KEY", "SessionMiddleware", "answer_error", "error_response", "report_error",
@@ -113,38 +114,13 @@ def _log_misuse(exc: ShoalError) -> None:
     )
 
 
-class SessionMiddleware:
+class SessionMiddleware(MiddlewareOptions["WSGIApplication"]):
     """Wrap a WSGI application with shoal sessions from ``manager``.
 
-    ``retry_conflicts=N`` re-runs a request up to N times, each with a fresh
-    session, when its save raises ``ConflictError`` (optimistic policy) and
-    its body can be replayed (declared ``CONTENT_LENGTH`` at most
-    ``max_replay_body`` bytes, read up front; see ``shoal._replay``). The
-    failed run's response is never sent: the commit happens before the
-    server's ``start_response`` is called. A conflict that cannot be retried
-    is answered with 409. Re-running repeats the view's other side effects,
-    so enable it for views that are safe to run again.
-
-    ``transport`` carries the id: by default a cookie with the manager's
-    cookie options; ``shoal.transports.HeaderTransport("X-Session-Id")`` for
-    API clients that send the id in a header.
+    ``SessionMiddleware(app, manager, *, retry_conflicts=0,
+    max_replay_body=65536, transport=None)``: the options are
+    ``shoal._middleware.MiddlewareOptions``' (the same for WSGI and ASGI).
     """
-
-    def __init__(
-        self,
-        app: WSGIApplication,
-        manager: SessionManager,
-        *,
-        retry_conflicts: int = 0,
-        max_replay_body: int = 65536,
-        transport: Transport | None = None,
-    ) -> None:
-        check_replay_options(retry_conflicts, max_replay_body)
-        self.app = app
-        self.manager = manager
-        self.retry_conflicts = retry_conflicts
-        self.max_replay_body = max_replay_body
-        self.transport = transport_for(manager, transport)
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -20,7 +21,12 @@ def manager(local_store: Store, app_id: str) -> SessionManager:
 
 
 def make_app(manager: SessionManager) -> FastAPI:
-    app = FastAPI()
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await manager.aclose()  # the async store's clients, on the loop that made them
+
+    app = FastAPI(lifespan=lifespan)
     app.router.route_class = SessionRoute
     locked = session_dependency(manager, policy="serialized")
     reading = session_dependency(manager, read_only=True)
@@ -50,6 +56,14 @@ def make_app(manager: SessionManager) -> FastAPI:
 def client(manager: SessionManager) -> Iterator[TestClient]:
     with TestClient(make_app(manager)) as test_client:
         yield test_client
+
+
+def test_a_counter_on_every_store_kind(store_url: str, app_id: str) -> None:
+    """Built from the URL, as an application does: Redis and PostgreSQL on their async clients."""
+    manager = SessionManager(store_url, app_id=app_id, lock_timeout=5.0)
+    with TestClient(make_app(manager)) as client:
+        assert [client.post("/count").json() for _ in range(3)] == [1, 2, 3]
+        assert client.get("/read").json() == 3
 
 
 def test_the_session_carries_between_requests(client: TestClient) -> None:
