@@ -271,7 +271,10 @@ class SessionMiddleware(MiddlewareOptions[ASGIApp]):
                 if attempt:
                     scope["session"], scope[SCOPE_KEY] = current["session"], current[SCOPE_KEY]
                 return
-            log.info("session conflict; running the request again (retry %d)", attempt + 1)
+            log.info(
+                "node %s: session conflict; running the request again (retry %d)",
+                self.manager.node_id, attempt + 1,
+            )  # fmt: skip
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, *, retry: bool) -> bool:
         """One run of the application; False when it must run again (``retry``)."""

@@ -39,7 +39,7 @@ from .errors import (
 )
 from .ids import IdFactory, hash_id, is_well_formed, new_id, session_ref
 from .policies import Policy, build_change, parse_policy
-from .principals import PrincipalIndex
+from .principals import PrincipalIndex, principal_in
 from .replica import ReplicaStats, ReplicaStore, Replicator
 from .sealing import Secret
 from .session import LIFETIME_KEY, Session
@@ -292,6 +292,7 @@ class SessionManager:
         self._hub = _make_hub(self, node_id, events, near_cache, metrics, event_values)
         if self._replicator is not None:
             self._replicator.on_restored = self._restored
+            self._replicator.node_id = lambda: self.node_id
         self._new_id: IdFactory = id_factory or new_id
         # Refused at ``set`` with an EncodeError naming the key (shoal.session).
         self.max_session_bytes, self.max_keys = limits
@@ -807,7 +808,11 @@ class SessionManager:
             # Logout always wins, lease or not; the tombstone drops any lease.
             # It goes first, so a failure below never leaves the old id alive.
             if key is not None:
-                yield from self._end_session(SESSION, key, now=now, session=session)
+                loaded = session._at_load[0] if session._at_load else None
+                yield from self._end_session(
+                    SESSION, key, now=now, session=session,
+                    principal=principal_in(self.codec, loaded),  # invalidate() emptied it
+                )  # fmt: skip
             handle.lease_token = None
             session._detect_mutations()
             if session._encoded_fields():
@@ -981,9 +986,9 @@ class SessionManager:
         if excess:
             yield from self._principals.remove(principal, excess, now=now)
             log.info(
-                "principal over max_sessions_per_principal: ended %d oldest session(s)",
-                len(excess),
-            )
+                "node %s: principal over max_sessions_per_principal: ended %d oldest session(s)",
+                self.node_id, len(excess),
+            )  # fmt: skip
 
     def _check_indexed(self, principal: object) -> str:
         if self.replica == "only":

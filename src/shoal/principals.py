@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ._steps import BASE, Steps
 from .codec import Codec, decode_field, encode_field
-from .session import RESERVED_PREFIX
+from .session import PRINCIPAL_KEY, RESERVED_PREFIX
 from .stores.base import (
     ApplyResult,
     ApplyStatus,
@@ -56,7 +56,7 @@ from .stores.base import (
 
 __all__ = [
     "INDEX_SUFFIX", "PrincipalIndex", "drop_entries", "index_app_id", "indexed_sessions",
-    "is_index_app",
+    "is_index_app", "principal_in",
 ]  # fmt: skip
 
 INDEX_SUFFIX = "#principals"
@@ -71,6 +71,22 @@ def index_app_id(app_id: str) -> str:
 def is_index_app(app_id: str) -> bool:
     """True for an app id of index records (admin tools leave them out of counts)."""
     return app_id.endswith(INDEX_SUFFIX)
+
+
+def principal_in(codec: Codec, fields: Mapping[str, bytes] | None) -> str | None:
+    """The principal stored in a session's encoded ``fields``, or None.
+
+    For the events of a session that is no longer readable as a ``Session``:
+    emptied by ``invalidate()``, or deleted by purge. A damaged field: None.
+    """
+    data = None if fields is None else fields.get(PRINCIPAL_KEY)
+    if data is None:
+        return None
+    try:
+        value = decode_field(codec, data)[0]
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def principal_hash(principal: str) -> str:

@@ -220,6 +220,9 @@ class Replicator:
         # Told of each session written back into the store (the manager's
         # ``restored`` event and metric); None: nobody asked.
         self.on_restored: Callable[[RecordKey], None] | None = None
+        # The manager's node id, for log lines (a callable: a forked worker's
+        # default node id is its own).
+        self.node_id: Callable[[], str] = lambda: "-"
 
     def __repr__(self) -> str:
         return f"<Replicator app_id={self.app_id!r} {self.sealer!r} max_bytes={self.max_bytes}>"
@@ -241,8 +244,9 @@ class Replicator:
         if len(wire) > self.max_bytes:
             self.stats.bump("skipped_too_large")
             log.warning(
-                "session %s: replica of %d bytes is over replica_max_bytes=%d; not sent "
-                "(raise replica_max_bytes, or keep less in the session)",
+                "node %s: session %s: replica of %d bytes is over replica_max_bytes=%d; not "
+                "sent (raise replica_max_bytes, or keep less in the session)",
+                self.node_id(),
                 session_ref(key.id_hash),
                 len(wire),
                 self.max_bytes,
@@ -401,7 +405,8 @@ class ReplicaStore(StepsStore):
         self._local = True
         self._rep.stats.bump("served")
         log.warning(
-            "session store %s unavailable; serving session %s from its replica",
+            "node %s: session store %s unavailable; serving session %s from its replica",
+            self._rep.node_id(),
             self.url,
             session_ref(key.id_hash),
         )
@@ -488,7 +493,10 @@ class ReplicaStore(StepsStore):
             # restored first wins, and the load below returns it.
             if (yield BASE.create(key, restored, now=now, lock=lock)):
                 yield from self._restored(key)
-                log.info("session %s restored from its replica", session_ref(key.id_hash))
+                log.info(
+                    "node %s: session %s restored from its replica",
+                    self._rep.node_id(), session_ref(key.id_hash),
+                )  # fmt: skip
         else:
             return result  # EXPIRED, INVALIDATED, LOCKED: the store decides
         reloaded: LoadResult = yield BASE.load(key, now=now, touch=touch, lock=lock)
@@ -516,7 +524,8 @@ class ReplicaStore(StepsStore):
         if applied.status is ApplyStatus.OK:
             yield from self._restored(key)
             log.info(
-                "session %s: the store held an older copy; restored from the replica",
+                "node %s: session %s: the store held an older copy; restored from the replica",
+                self._rep.node_id(),
                 session_ref(key.id_hash),
             )
 
@@ -552,8 +561,9 @@ class ReplicaStore(StepsStore):
                 self._local = True
                 self._rep.stats.bump("served")
                 log.warning(
-                    "session store %s unavailable; new session kept in its replica", self.url
-                )
+                    "node %s: session store %s unavailable; new session kept in its replica",
+                    self._rep.node_id(), self.url,
+                )  # fmt: skip
             else:
                 if created:
                     self._created_locally(key, record, now, gen)

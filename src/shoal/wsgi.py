@@ -142,7 +142,10 @@ class SessionMiddleware(MiddlewareOptions["WSGIApplication"]):
                 if attempt:
                     environ[ENVIRON_KEY] = current[ENVIRON_KEY]
                 return result
-            log.info("session conflict; running the request again (retry %d)", attempt + 1)
+            log.info(
+                "node %s: session conflict; running the request again (retry %d)",
+                self.manager.node_id, attempt + 1,
+            )  # fmt: skip
         raise AssertionError("unreachable: the last attempt never defers a conflict")
 
     def _run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -276,14 +277,18 @@ def test_conflict_is_a_409_without_retries(app_id: str) -> None:
     assert runs == [4]
 
 
-def test_retry_conflicts_reruns_with_the_body_replayed(app_id: str) -> None:
-    manager = SessionManager("memory://", app_id=app_id, policy="optimistic")
+def test_retry_conflicts_reruns_with_the_body_replayed(
+    app_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = SessionManager("memory://", app_id=app_id, policy="optimistic", node_id="web-4")
     runs: list[int] = []
     client = TestClient(conflicting_app(manager, runs, retry_conflicts=1))
     client.cookies.set("shoal", _stored(manager, n=1))
-    response = client.post("/", content=b"body")
+    with caplog.at_level(logging.INFO, logger="shoal"):
+        response = client.post("/", content=b"body")
     assert (response.status_code, response.text) == (200, "n=101")
     assert runs == [4, 4]  # the second run read the same body
+    assert "node web-4: session conflict; running the request again (retry 1)" in caplog.messages
 
 
 def test_retry_conflicts_config() -> None:

@@ -6,14 +6,20 @@ example (delete the files named in ``session["files"]`` when a session ends,
 also by expiry on another node). It prints ``{"ready": node}`` once its
 listener thread is connected, and exits when stdin closes (or after
 ``DEADLINE`` seconds, so a lost test never leaves it behind).
+
+``python -m tests.cluster._node URL APP NODE broken`` first adds a listener
+that raises on every event, and prints each ``shoal.cluster`` log record as a
+``{"logged": message}`` line: the listeners after it must still run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 from shoal import SessionManager
 from shoal.cluster import Event
@@ -21,7 +27,18 @@ from shoal.cluster import Event
 DEADLINE = 120.0
 
 
-def main(url: str, app_id: str, node_id: str) -> None:
+class _Say(logging.Handler):
+    """Each log record as a ``{"logged": message}`` line, through ``say``."""
+
+    def __init__(self, say: Callable[[dict[str, object]], None]) -> None:
+        super().__init__(logging.ERROR)
+        self._say = say
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._say({"logged": record.getMessage()})
+
+
+def main(url: str, app_id: str, node_id: str, mode: str = "") -> None:
     manager = SessionManager(url, app_id=app_id, node_id=node_id, events=True)
     out = threading.Lock()
 
@@ -29,6 +46,14 @@ def main(url: str, app_id: str, node_id: str) -> None:
         with out:
             sys.stdout.write(json.dumps(data) + "\n")
             sys.stdout.flush()
+
+    if mode == "broken":
+        logging.getLogger("shoal.cluster").addHandler(_Say(say))
+
+        def broken(event: Event) -> None:
+            raise ValueError(f"a bug in a listener, on {event.event}")
+
+        manager.add_listener(broken)
 
     def heard(event: Event) -> None:
         say({"heard": event.as_dict(), "local": event.local})
@@ -56,4 +81,4 @@ def main(url: str, app_id: str, node_id: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -26,12 +26,13 @@ class Node:
     """One listening process; ``lines`` collects its JSON lines as they come."""
 
     def __init__(
-        self, url: str, app_id: str, node_id: str, module: str = "tests.cluster._node"
-    ) -> None:
+        self, url: str, app_id: str, node_id: str, module: str = "tests.cluster._node",
+        *args: str,
+    ) -> None:  # fmt: skip
         self.node_id = node_id
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, url, app_id, node_id],
+            [sys.executable, "-m", module, url, app_id, node_id, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )  # fmt: skip
         self.lines: list[dict[str, Any]] = []
@@ -97,9 +98,11 @@ class Node:
 
 @contextmanager
 def listening_nodes(
-    url: str, app_id: str, names: list[str], module: str = "tests.cluster._node"
-) -> Iterator[list[Node]]:
-    nodes = [Node(url, app_id, name, module) for name in names]
+    url: str, app_id: str, names: list[str], module: str = "tests.cluster._node",
+    *args: str,
+) -> Iterator[list[Node]]:  # fmt: skip
+    """Start a node per name (``args`` go to each after its node id); wait until all listen."""
+    nodes = [Node(url, app_id, name, module, *args) for name in names]
     try:
         for node in nodes:
             name = node.node_id

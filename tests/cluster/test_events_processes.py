@@ -9,6 +9,7 @@ another node, also when the session ends by purge (expiry).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from shoal import ManualClock, SessionManager
+from shoal.cluster import Event
 from shoal.ids import hash_id, session_ref
 from tests.conftest import STORE_KINDS
 
@@ -154,6 +156,48 @@ def test_shoal_purge_from_cron_announces_expired_to_the_app_nodes(
         expired = b.heard("expired")
         assert sorted(h["ref"] for h in expired) == sorted([ref, other_ref])
         assert {h["node_id"] for h in expired} == {"cron"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_listener_that_raises_fails_neither_the_request_nor_the_other_listeners(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, app_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A raising listener on the sending node and one on the receiving node (its
+    listener thread): both requests commit, b's other listeners still hear each
+    event once and delete the file, and each failure is logged naming the node
+    it happened on and the session only by its ref."""
+    url = STORE_KINDS[kind](request, tmp_path)
+    upload = tmp_path / "avatar.png"
+    upload.write_bytes(b"png")
+    with listening_nodes(url, app_id, ["b"], "tests.cluster._node", "broken") as (b,):
+        a = SessionManager(url, app_id=app_id, node_id="a", events=True)
+
+        def broken(event: Event) -> None:
+            raise ValueError("a bug in a's listener")
+
+        a.add_listener(broken)
+        try:
+            with caplog.at_level(logging.ERROR, logger="shoal.cluster"):
+                with a.open() as session:
+                    session["files"] = [str(upload)]
+                with a.open(session.id) as again:
+                    assert again["files"] == [str(upload)]  # the first request committed
+                    again.invalidate()
+            ref = session_ref(hash_id(session.id))
+            b.wait_for(lambda line: line.get("deleted") == str(upload), timeout=20)
+            assert not upload.exists()
+            assert [len(b.heard(e, ref)) for e in ("created", "invalidated")] == [1, 1]
+            logged = [line["logged"] for line in b.lines if "logged" in line]
+            assert len(logged) == 2, logged
+            for message in logged:
+                assert message.startswith("node b: ") and "broken" in message
+                assert ref in message and "from node a" in message
+            mine = [r.getMessage() for r in caplog.records if "broken" in r.getMessage()]
+            assert len(mine) == 2 and all(m.startswith("node a: ") for m in mine), mine
+            assert session.id not in str(b.lines) + caplog.text  # refs only, never the id
+        finally:
+            a.close()
 
 
 def _env() -> dict[str, str]:

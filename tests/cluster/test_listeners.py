@@ -216,3 +216,36 @@ def test_a_node_that_only_sends_runs_no_listener_thread(tmp_path: object) -> Non
         assert any(name.startswith("shoal-events") for name in started)
     finally:
         sender.close()
+
+
+def test_a_logout_of_a_signed_in_session_names_its_principal() -> None:
+    """``invalidate()`` clears the session, principal included: the event still
+    says whose session ended (issue 12: events carry the principal when set),
+    as ``invalidate_all`` does."""
+    manager = _manager()
+    ended: list[Event] = []
+    manager.add_listener(ended.append, ["invalidated"])
+    with manager.open() as session:
+        session.principal = "ann"
+    with manager.open(session.id) as again:
+        again.invalidate()
+    with manager.open() as anonymous:
+        anonymous["n"] = 1
+    with manager.open(anonymous.id) as again:
+        again.invalidate()
+    assert [e.principal for e in ended] == ["ann", None]
+
+
+def test_an_expired_signed_in_session_names_its_principal() -> None:
+    """Purge reads what it deletes: the ``expired`` event names whose session it was."""
+    clock = ManualClock(start=1_000_000.0)
+    manager = _manager(clock, idle_timeout=60, touch_interval=30, grace=10)
+    ended: list[Event] = []
+    manager.add_listener(ended.append, ["expired"])
+    with manager.open() as session:
+        session.principal = "ann"
+    with manager.open() as anonymous:
+        anonymous["n"] = 1
+    clock.advance(60 + 10 + 1)
+    manager.purge()
+    assert sorted(e.principal or "-" for e in ended) == ["-", "ann"]

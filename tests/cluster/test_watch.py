@@ -78,3 +78,18 @@ def test_watch_on_a_store_without_a_channel_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--store", f"file://{tmp_path / 's'}", "watch"])
     assert result.exit_code == 1
     assert "no events channel" in result.output
+
+
+def test_watch_without_app_id_says_which_app_it_watches_and_how_to_choose(
+    tmp_path: Path,
+) -> None:
+    """Unlike ``ls`` and ``stats``, ``watch`` follows one app: without ``--app-id``
+    a user whose app is ``shop`` must be told why nothing shows."""
+    url = f"sqlite://{tmp_path / 's.db'}"
+    manager = SessionManager(url, app_id="shop")
+    with manager.open() as session:  # the store exists
+        session["n"] = 1
+    manager.close()
+    result = CliRunner().invoke(main, ["--store", url, "watch", "--timeout", "0"])
+    assert result.exit_code == 0, result.output
+    assert "app 'default' (SessionManager's default app_id; --app-id APP" in result.stderr

@@ -7,6 +7,7 @@ The conflict is made deterministic: while the application runs, it lets a
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -101,13 +102,16 @@ def call(app: SessionMiddleware, environ: Environ) -> tuple[Recorder, bytes]:
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["start-then-return", "start-in-body"])
 def test_a_conflict_reruns_the_request_and_sends_one_response(
-    store: Store, clock: ManualClock, app_id: str, lazy: bool
+    store: Store, clock: ManualClock, app_id: str, lazy: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     manager = make_manager(store, clock, app_id)
     cookie = session_cookie(manager)
     inner = CounterApp(manager, interfere=1, lazy=lazy)
     app = SessionMiddleware(inner, manager, retry_conflicts=2)
-    recorder, body = call(app, environ_for(cookie, b"form=1"))
+    with caplog.at_level(logging.INFO, logger="shoal"):
+        recorder, body = call(app, environ_for(cookie, b"form=1"))
+    retried = f"node {manager.node_id}: session conflict; running the request again (retry 1)"
+    assert retried in caplog.messages
     assert len(recorder.calls) == 1, "the failed run's response was never started"
     status, headers = recorder.calls[0]
     assert status == "200 OK" and ("X-Attempt", "2") in headers

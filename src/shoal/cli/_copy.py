@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..codec import JsonCodec, decode_field, encode_field
+from ..principals import INDEX_SUFFIX
 from ..session import RESERVED_PREFIX
 from ..stores.base import (
     ApplyStatus,
@@ -58,6 +59,7 @@ class CopyReport:
 
     passes: int = 0
     copied: int = 0  # live sessions written to the target
+    index: int = 0  # records of the user index (``APP#principals``) written to it
     ended: int = 0  # tombstones written to the target
     unchanged: int = 0  # the target already had this version (later passes: not even read)
     target_newer: int = 0  # written on the target by the application: kept
@@ -149,6 +151,11 @@ def _copy_tombstone(target: Store, info: RecordInfo, *, now: float) -> str:
     return "ended" if target.invalidate(info.key, now=now) else "skipped"
 
 
+def _is_index(key: RecordKey) -> bool:
+    """A record of the user index (``shoal.principals``), not a session."""
+    return key.app_id.endswith(INDEX_SUFFIX)
+
+
 def copy_records(
     source: Store,
     target: Store,
@@ -185,7 +192,9 @@ def copy_records(
                 report.unchanged += 1
             else:
                 outcome = copy_one(source, target, info, now=now)
-                setattr(report, outcome, getattr(report, outcome) + 1)
+                # The user index is copied as records are, but it is not a session.
+                field = "index" if outcome == "copied" and _is_index(info.key) else outcome
+                setattr(report, field, getattr(report, field) + 1)
                 if outcome in ("copied", "ended"):
                     moved += 1
                 if outcome in ("copied", "ended", "unchanged", "target_newer"):

@@ -538,7 +538,9 @@ def copy(
         }})  # fmt: skip
         return
     click.echo(
-        f"copied {plural(report.copied, 'session')} and {plural(report.ended, 'tombstone')} "
+        f"copied {plural(report.copied, 'session')}"
+        + (f", {plural(report.index, 'user index record')}" if report.index else "")
+        + f" and {plural(report.ended, 'tombstone')} "
         f"from {source.url} to {target.url} in {plural(report.passes, 'pass', 'passes')}"
         + (f"; kept {report.target_newer} newer on the target" if report.target_newer else "")
     )

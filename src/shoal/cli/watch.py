@@ -59,8 +59,14 @@ def watch(settings: Settings, count: int | None, timeout: float | None, as_json:
                 )
             hub.add_listener(received.put)
             if not as_json:
+                # One app at a time (each app has its own channel on Redis): say
+                # so when the default was taken, since ls and stats show every app.
+                which = (
+                    "" if settings.app_id else
+                    " (SessionManager's default app_id; --app-id APP for another)"
+                )  # fmt: skip
                 click.echo(
-                    f"watching session events of app {app_id!r} on {store.url} "
+                    f"watching session events of app {app_id!r}{which} on {store.url} "
                     f"({hub.channel.name}); Ctrl-C to stop",
                     err=True,
                 )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from .._rotation import is_pointer
 from ..codec import JsonCodec
-from ..principals import is_index_app
+from ..principals import is_index_app, principal_in
 from ..stores.base import Ended, Store
 from .channels import has_channel
 from .hub import Hub
@@ -38,7 +38,8 @@ def announce_expired(ended: Iterable[Ended], hub_for: HubFor) -> int:
         hub = hub_for(key.app_id)
         if hub is None:
             continue
-        hub.emit("expired", key.id_hash, fields=dict(record.fields))
+        fields = dict(record.fields)
+        hub.emit("expired", key.id_hash, principal=principal_in(hub.codec, fields), fields=fields)
         count += 1
     return count
 

@@ -69,7 +69,7 @@ class Hub:
         self._given_node_id = node_id
         self.node_id = node_id or default_node_id()
         self.codec, self.clock = codec, clock
-        self.listeners = Listeners()
+        self.listeners = Listeners(self.node_id)
         self.near_cache = near_cache
         self.metrics = metrics
         self.send_values = send_values
@@ -127,6 +127,7 @@ class Hub:
                     self._last_seq.clear()
                     if self._given_node_id is None:
                         self.node_id = default_node_id()
+                        self.listeners.node_id = self.node_id
                     with _SEQ_LOCK:
                         self._seq = _SEQ.setdefault((self.node_id, self.app_id), itertools.count(1))
                     if self.near_cache is not None:

@@ -1,7 +1,8 @@
 """Listener registry: who wants which events, and a dispatch that never raises.
 
 A listener is a callable taking one ``Event``. One that raises is logged
-(with the node id and the session ref) and the others still run: an event
+(naming the node it ran on, the node that sent the event, and the session
+only by its ref) and the others still run: an event
 is news about a request, never a part of it, so it cannot fail the request.
 """
 
@@ -30,9 +31,11 @@ class _Entry:
 
 
 class Listeners:
-    """The listeners of one manager. Thread-safe: events arrive on a listener thread."""
+    """The listeners of one manager (node ``node_id``). Thread-safe: events
+    arrive on a listener thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
         self._entries: tuple[_Entry, ...] = ()
         self._lock = threading.Lock()
 
@@ -86,7 +89,8 @@ class Listeners:
             except Exception:  # noqa: BLE001 - a listener never breaks the request
                 failed += 1
                 log.exception(
-                    "session listener %r failed on %s of session %s (node %s)",
+                    "node %s: session listener %r failed on %s of session %s from node %s",
+                    self.node_id,
                     getattr(entry.listener, "__qualname__", entry.listener),
                     event.event,
                     event.ref,
