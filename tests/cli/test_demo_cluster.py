@@ -158,6 +158,13 @@ def test_a_dead_node_a_flushed_store_and_the_race(tmp_path: Path) -> None:
         assert 0 < kept["lossy"] <= BURST and race["errors"] == 0
         assert demo.status()["race"] == race
 
+        # 200 concurrent requests, each sending events: no node reports one missed
+        # (a false report clears the near cache and fills the user's terminal)
+        demo.process.send_signal(signal.SIGTERM)
+        assert demo.process.wait(timeout=TIMEOUT) == 0
+        assert demo.process.stderr is not None
+        assert "missed" not in demo.process.stderr.read()
+
 
 def exited(pid: int) -> bool:
     """Gone, or a zombie waiting for whoever adopted it (the process has ended)."""
