@@ -166,6 +166,16 @@ def test_a_dead_node_a_flushed_store_and_the_race(tmp_path: Path) -> None:
         assert "missed" not in demo.process.stderr.read()
 
 
+def test_the_default_store_is_the_embedded_sqlite_file(tmp_path: Path) -> None:
+    """The README's first command: no --store, no SHOAL_STORE."""
+    with live_demo(tmp_path, "--nodes", "2", default_store=True) as demo:
+        assert f"store sqlite://{tmp_path}/data/sessions.db, app demo" in demo.banner
+        demo.request("POST", "/cart", item="apple")
+        assert demo.request("GET", "/state.json")["cart"] == ["apple"]
+        assert demo.status()["records"] == 1
+    assert (tmp_path / "data" / "sessions.db").is_file()
+
+
 def exited(pid: int) -> bool:
     """Gone, or a zombie waiting for whoever adopted it (the process has ended)."""
     try:
