@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import webbrowser
 from pathlib import Path
@@ -25,7 +28,7 @@ from shoal.cli._cluster_app import BURST, LOGIN_TTL, NodeApp
 from shoal.cli.demo import _open_browser
 from shoal.cookies import CookieOptions
 
-from ._live_demo import TIMEOUT, live_demo
+from ._live_demo import TIMEOUT, demo_env, live_demo
 
 KEY = "k" * 20 + "ey-for-the-node-app-tests"
 JSON = {"Accept": "application/json"}
@@ -194,6 +197,22 @@ def test_a_demo_killed_outright_leaves_no_node_behind(tmp_path: Path) -> None:
         while not all(exited(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert all(exited(pid) for pid in pids), "a node outlived a killed demo"
+
+
+def test_a_busy_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    """Port 8000 is often taken: say so and how to choose another, start no node."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "shoal.cli", "demo", "--no-browser", "--port", str(port),
+             "--store", f"sqlite:///{tmp_path}/demo.db"],
+            env=demo_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 def test_json_is_for_the_script_only() -> None:
