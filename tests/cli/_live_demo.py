@@ -48,6 +48,7 @@ class LiveDemo:
     process: subprocess.Popen[str]
     url: str  # http://127.0.0.1:PORT/
     output: queue.Queue[str]
+    banner: str
     jar: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
 
     def __post_init__(self) -> None:
@@ -73,11 +74,13 @@ class LiveDemo:
 
 
 @contextmanager
-def live_demo(tmp_path: Path, *args: str) -> Iterator[LiveDemo]:
-    store = f"sqlite:///{tmp_path}/demo.db"
+def live_demo(tmp_path: Path, *args: str, default_store: bool = False) -> Iterator[LiveDemo]:
+    """The demo on ``tmp_path/demo.db``, or with ``default_store`` on the one a user gets
+    (the embedded SQLite file in the data dir, here ``tmp_path/data``)."""
+    store = [] if default_store else ["--store", f"sqlite:///{tmp_path}/demo.db"]
     process = subprocess.Popen(
         [sys.executable, "-m", "shoal.cli", "demo", "--no-browser", "--port", "0",
-         "--store", store, *args],
+         *store, *args],
         env=demo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # A shell may start tests with SIGINT ignored; the demo must see Ctrl-C.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -92,7 +95,7 @@ def live_demo(tmp_path: Path, *args: str) -> Iterator[LiveDemo]:
             raise AssertionError(f"no banner within {TIMEOUT:g}s") from None
         found = re.search(r"http://127\.0\.0\.1:\d+/", banner)
         assert found, banner
-        yield LiveDemo(process, found.group(0), output)
+        yield LiveDemo(process, found.group(0), output, banner)
     finally:
         stop(process, TIMEOUT)
         for stream in (process.stdout, process.stderr):

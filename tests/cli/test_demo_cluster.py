@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import webbrowser
 from pathlib import Path
@@ -25,7 +28,7 @@ from shoal.cli._cluster_app import BURST, LOGIN_TTL, NodeApp
 from shoal.cli.demo import _open_browser
 from shoal.cookies import CookieOptions
 
-from ._live_demo import TIMEOUT, live_demo
+from ._live_demo import TIMEOUT, demo_env, live_demo
 
 KEY = "k" * 20 + "ey-for-the-node-app-tests"
 JSON = {"Accept": "application/json"}
@@ -158,6 +161,23 @@ def test_a_dead_node_a_flushed_store_and_the_race(tmp_path: Path) -> None:
         assert 0 < kept["lossy"] <= BURST and race["errors"] == 0
         assert demo.status()["race"] == race
 
+        # 200 concurrent requests, each sending events: no node reports one missed
+        # (a false report clears the near cache and fills the user's terminal)
+        demo.process.send_signal(signal.SIGTERM)
+        assert demo.process.wait(timeout=TIMEOUT) == 0
+        assert demo.process.stderr is not None
+        assert "missed" not in demo.process.stderr.read()
+
+
+def test_the_default_store_is_the_embedded_sqlite_file(tmp_path: Path) -> None:
+    """The README's first command: no --store, no SHOAL_STORE."""
+    with live_demo(tmp_path, "--nodes", "2", default_store=True) as demo:
+        assert f"store sqlite://{tmp_path}/data/sessions.db, app demo" in demo.banner
+        demo.request("POST", "/cart", item="apple")
+        assert demo.request("GET", "/state.json")["cart"] == ["apple"]
+        assert demo.status()["records"] == 1
+    assert (tmp_path / "data" / "sessions.db").is_file()
+
 
 def exited(pid: int) -> bool:
     """Gone, or a zombie waiting for whoever adopted it (the process has ended)."""
@@ -177,6 +197,22 @@ def test_a_demo_killed_outright_leaves_no_node_behind(tmp_path: Path) -> None:
         while not all(exited(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert all(exited(pid) for pid in pids), "a node outlived a killed demo"
+
+
+def test_a_busy_port_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    """Port 8000 is often taken: say so and how to choose another, start no node."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "shoal.cli", "demo", "--no-browser", "--port", str(port),
+             "--store", f"sqlite:///{tmp_path}/demo.db"],
+            env=demo_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 def test_json_is_for_the_script_only() -> None:

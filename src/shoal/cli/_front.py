@@ -180,8 +180,9 @@ class FrontServer(ThreadingHTTPServer):
         self.cluster = cluster
         self.race: dict[str, Any] | None = None
         self.race_lock = threading.Lock()
-        super().__init__((HOST, port), FrontHandler)  # binds first: a busy port opens nothing
+        # Opened first: a busy port makes socketserver call server_close, which closes it.
         self.store: Store = open_store(cluster.store_url)
+        super().__init__((HOST, port), FrontHandler)
 
     def server_close(self) -> None:
         super().server_close()

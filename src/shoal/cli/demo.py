@@ -360,14 +360,15 @@ def _run_cluster(
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     front: FrontServer | None = None
     try:
-        cluster.start_all()
-        try:
+        try:  # the port first: a busy one is reported before any node starts
             front = FrontServer(port, cluster)
         except OSError as exc:
             reason = exc.strerror or exc
             raise CliError(
-                f"cannot listen on {HOST}:{port}: {reason}; pass another --port"
+                f"cannot listen on {HOST}:{port}: {reason}; pass another --port "
+                "(0: any free port)"
             ) from None
+        cluster.start_all()
         threading.Thread(target=front.serve_forever, daemon=True).start()
         base = f"http://{HOST}:{front.server_address[1]}/"
         console = new_console()

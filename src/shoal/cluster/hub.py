@@ -40,9 +40,18 @@ __all__ = ["Hub"]
 log = logging.getLogger("shoal.cluster")
 
 # Per (node, app) sequence numbers, shared by every hub of the process, so two
-# managers of one app in one process never reuse a number.
-_SEQ: dict[tuple[str, str], itertools.count[int]] = {}
+# managers of one app in one process never reuse a number. Each has a lock held
+# while a number is taken *and* its event published, so events leave in the
+# order of their numbers and a receiver's gap is a real loss (rejected: taking
+# the number outside the publish, where two threads publish out of order and
+# every receiver logs the later one's predecessor as missed, then hears it).
+_SEQ: dict[tuple[str, str], tuple[itertools.count[int], threading.Lock]] = {}
 _SEQ_LOCK = threading.Lock()
+
+
+def _sequence(node_id: str, app_id: str) -> tuple[itertools.count[int], threading.Lock]:
+    with _SEQ_LOCK:
+        return _SEQ.setdefault((node_id, app_id), (itertools.count(1), threading.Lock()))
 
 # Events after which a cached copy of the session is wrong.
 _DROPS = frozenset({"updated", "invalidated", "rotated", "expired", "restored"})
@@ -85,8 +94,7 @@ class Hub:
         self.received = 0
         self.missed = 0
         self.sent = 0
-        with _SEQ_LOCK:
-            self._seq = _SEQ.setdefault((self.node_id, app_id), itertools.count(1))
+        self._seq, self._publishing = _sequence(self.node_id, app_id)
         self.events = events
         if events:
             self._open_channel()
@@ -128,8 +136,7 @@ class Hub:
                     if self._given_node_id is None:
                         self.node_id = default_node_id()
                         self.listeners.node_id = self.node_id
-                    with _SEQ_LOCK:
-                        self._seq = _SEQ.setdefault((self.node_id, self.app_id), itertools.count(1))
+                    self._seq, self._publishing = _sequence(self.node_id, self.app_id)
                     if self.near_cache is not None:
                         self.near_cache.clear()
                     if self.events:
@@ -182,10 +189,10 @@ class Hub:
             self._publish(channel, event)
 
     def _publish(self, channel: Channel, event: Event) -> None:
-        seq = next(self._seq)
-        data = ev.encode(_with_seq(event, seq), with_fields=self.send_values)
         try:
-            channel.publish(data)
+            with self._publishing:
+                seq = next(self._seq)
+                channel.publish(ev.encode(_with_seq(event, seq), with_fields=self.send_values))
         except Exception as exc:  # noqa: BLE001 - the request already committed
             log.warning(
                 "node %s: could not publish %s of session %s through the %s (%s: %s); "
