@@ -1,7 +1,7 @@
 """The one-statement fast paths of the SQL stores, and what they fall back to.
 
 SQLite runs the pure step on a row it read earlier and writes with one
-compare-and-set UPDATE (``_sql.SQLITE_SWAP``); PostgreSQL saves and takes
+compare-and-set UPDATE (``_sql.SQLITE_SAVE``); PostgreSQL saves and takes
 leases with one plain UPDATE (``PG_SAVE``, ``PG_TAKE``) and sends the
 classifying statement only when that UPDATE wrote nothing. The contract
 suite holds both to the semantics; these tests pin the statements each
@@ -101,7 +101,7 @@ def test_sqlite_save_onto_a_row_changed_elsewhere_merges(
     result = store.apply(KEY, Change(IDLE, set={"c": b"3"}), now=NOW + 3)
     # The compare-and-set missed, the transaction merged onto the newest row.
     assert (result.status, result.version) == (ApplyStatus.OK, 3)
-    assert sent == ["UPDATE", "BEGIN", "SELECT", "INSERT", "COMMIT"]
+    assert sent == ["UPDATE", "BEGIN", "SELECT", "UPDATE", "COMMIT"]
     record = other.load(KEY, now=NOW + 4).record
     assert record is not None
     assert record.fields == {"a": b"1", "b": b"2", "c": b"3"}
@@ -119,7 +119,7 @@ def test_sqlite_after_a_miss_a_contended_key_skips_the_compare_and_set(
     for i in range(8):  # _SKIPS_AFTER_MISS
         store.load(KEY, now=NOW + 4)
         store.apply(KEY, Change(IDLE, set={"c": b"%d" % i}), now=NOW + 4)
-        assert sent == ["SELECT", "BEGIN", "SELECT", "INSERT", "COMMIT"]
+        assert sent == ["SELECT", "BEGIN", "SELECT", "UPDATE", "COMMIT"]
         sent.clear()
     store.load(KEY, now=NOW + 5)
     store.apply(KEY, Change(IDLE, set={"c": b"9"}), now=NOW + 5)
@@ -188,9 +188,9 @@ def test_sqlite_touch_sends_no_fields(store: SQLiteStore) -> None:
     assert loaded.record is not None and loaded.record.accessed == NOW + 200
     assert len(sent) == 2
     assignments, checks = " ".join(sent[1].split()).split(" WHERE ")
-    assert assignments.startswith("UPDATE shoal_sessions SET accessed = ")
+    assert assignments.startswith("UPDATE shoal_sessions SET version = 1, accessed = ")
     assert "fields" not in assignments  # unchanged: not sent again
-    assert "fields = x'" in checks.lower()  # but compared
+    assert "fields" not in checks.lower()  # nor compared: revision and version tell
 
 
 def test_sqlite_remembers_a_bounded_number_of_rows(store: SQLiteStore) -> None:
@@ -201,18 +201,22 @@ def test_sqlite_remembers_a_bounded_number_of_rows(store: SQLiteStore) -> None:
     assert len(store._seen()) <= 16
 
 
-def test_sqlite_replaced_file_forgets_the_remembered_rows(path: str, store: SQLiteStore) -> None:
+def test_sqlite_replaced_file_forgets_the_remembered_rows(path: str) -> None:
+    clock = [0.0]
+    store = SQLiteStore(path, monotonic=lambda: clock[0])  # file_check: 1 s
     store.create(KEY, new({"a": b"1"}), now=NOW)
     store.load(KEY, now=NOW + 1)
     Path(path).unlink()
     for suffix in ("-wal", "-shm"):
         Path(path + suffix).unlink(missing_ok=True)
+    clock[0] = 1.0  # the next look at the file is due
     assert store.apply(KEY, Change(IDLE, set={"b": b"2"}), now=NOW + 2).status is ApplyStatus.GONE
     check = sqlite3.connect(path)
     try:
         assert check.execute("SELECT count(*) FROM shoal_sessions").fetchone() == (0,)
     finally:
         check.close()
+        store.close()
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

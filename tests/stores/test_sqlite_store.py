@@ -1,4 +1,4 @@
-"""sqlite:// specifics the contract suite cannot see: opening a busy database."""
+"""sqlite:// specifics the contract suite cannot see: a busy database, migration, the file check."""
 
 from __future__ import annotations
 
@@ -32,3 +32,77 @@ def test_first_open_waits_for_a_writer_instead_of_failing(tmp_path: Path) -> Non
         release.join()
         other.close()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# The first layout of shoal_sessions: no ``revision`` column.
+_FIRST_LAYOUT = """
+    CREATE TABLE shoal_sessions (
+        app_id TEXT NOT NULL, id_hash TEXT NOT NULL, version INTEGER NOT NULL,
+        created REAL NOT NULL, accessed REAL NOT NULL, expires REAL NOT NULL,
+        absolute_expires REAL NOT NULL, invalidated INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT, lease_until REAL NOT NULL DEFAULT 0, fields BLOB NOT NULL,
+        PRIMARY KEY (app_id, id_hash)
+    ) WITHOUT ROWID
+"""
+
+
+def test_a_database_of_the_first_layout_is_migrated_and_keeps_its_sessions(
+    tmp_path: Path,
+) -> None:
+    from shoal.stores._state import pack_fields
+    from shoal.stores.base import ApplyStatus, Change, LoadStatus
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(_FIRST_LAYOUT)
+    old.execute(
+        "INSERT INTO shoal_sessions (app_id, id_hash, version, created, accessed, expires,"
+        " absolute_expires, fields) VALUES ('app', ?, 3, 1.0, 1.0, 61.0, 601.0, ?)",
+        ("a" * 64, pack_fields({"k": b"v"}, {"k": 2})),
+    )
+    key = RecordKey("app", "a" * 64)
+    store = SQLiteStore(str(path))
+    try:
+        loaded = store.load(key, now=2.0)
+        assert loaded.status is LoadStatus.LOADED and loaded.record is not None
+        assert (loaded.record.version, dict(loaded.record.fields)) == (3, {"k": b"v"})
+        assert store.apply(key, Change(60.0, set={"n": b"1"}), now=3.0).status is ApplyStatus.OK
+        columns = [row[1] for row in old.execute("PRAGMA table_info(shoal_sessions)")]
+        assert "revision" in columns
+        # A process still on the old code inserts without the column: revision 0.
+        old.execute(
+            "INSERT INTO shoal_sessions (app_id, id_hash, version, created, accessed, expires,"
+            " absolute_expires, fields) VALUES ('app', ?, 1, 1.0, 1.0, 61.0, 601.0, ?)",
+            ("b" * 64, pack_fields({}, {})),
+        )
+        assert store.load(RecordKey("app", "b" * 64), now=2.0).status is LoadStatus.LOADED
+    finally:
+        store.close()
+        old.close()
+    reopened = SQLiteStore(str(path))
+    try:
+        record = reopened.load(key, now=4.0).record
+        assert record is not None and dict(record.fields) == {"k": b"v", "n": b"1"}
+        assert record.version == 4
+    finally:
+        reopened.close()
+
+
+def test_the_file_is_looked_at_once_per_file_check(tmp_path: Path) -> None:
+    """Within ``file_check`` a replaced file goes unseen (decisions.md); after it, reopened."""
+    from shoal.stores.base import LoadStatus
+
+    path = tmp_path / "s.db"
+    clock = [0.0]
+    store = SQLiteStore(str(path), file_check=1.0, monotonic=lambda: clock[0])
+    key = RecordKey("app", "a" * 64)
+    try:
+        assert store.create(key, NewRecord(created=1.0, expires=61.0, absolute_expires=601.0), now=1.0)
+        path.unlink()
+        clock[0] = 0.5
+        assert store.load(key, now=2.0).status is LoadStatus.LOADED  # the unlinked file
+        clock[0] = 1.0
+        assert store.load(key, now=2.0).status is LoadStatus.ABSENT  # the new file
+        assert path.exists()
+    finally:
+        store.close()
