@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from shoal.stores.base import NewRecord, RecordKey
 from shoal.stores.sqlite import SQLiteStore
@@ -88,21 +92,47 @@ def test_a_database_of_the_first_layout_is_migrated_and_keeps_its_sessions(
         reopened.close()
 
 
-def test_the_file_is_looked_at_once_per_file_check(tmp_path: Path) -> None:
-    """Within ``file_check`` a replaced file goes unseen (decisions.md); after it, reopened."""
-    from shoal.stores.base import LoadStatus
+def _delete(path: Path) -> None:
+    """``rm sessions.db*``: the file, its WAL and its shared memory."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _replace(path: Path) -> None:
+    """``mv restored.db sessions.db``: an empty shoal database renamed over the file.
+
+    The old ``-wal`` and ``-shm`` go first (docs/replica.md): SQLite would
+    replay the old WAL onto the new file, and a connection to a moved file
+    leaves its WAL behind when it closes.
+    """
+    other = SQLiteStore(str(path.with_name("restored.db")))
+    other.migrate()
+    other.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    os.replace(path.with_name("restored.db"), path)
+
+
+@pytest.mark.parametrize("lose", [_delete, _replace], ids=["deleted", "replaced"])
+def test_the_next_operation_sees_a_lost_file(
+    tmp_path: Path, lose: Callable[[Path], None]
+) -> None:
+    """No cadence: the very next load, save or create of every thread uses the new file."""
+    from shoal.stores.base import ApplyStatus, Change, LoadStatus
 
     path = tmp_path / "s.db"
-    clock = [0.0]
-    store = SQLiteStore(str(path), file_check=1.0, monotonic=lambda: clock[0])
-    key = RecordKey("app", "a" * 64)
+    store = SQLiteStore(str(path))
+    key, other = RecordKey("app", "a" * 64), RecordKey("app", "b" * 64)
+    record = NewRecord(created=1.0, expires=61.0, absolute_expires=601.0)
     try:
-        assert store.create(key, NewRecord(created=1.0, expires=61.0, absolute_expires=601.0), now=1.0)
-        path.unlink()
-        clock[0] = 0.5
-        assert store.load(key, now=2.0).status is LoadStatus.LOADED  # the unlinked file
-        clock[0] = 1.0
-        assert store.load(key, now=2.0).status is LoadStatus.ABSENT  # the new file
-        assert path.exists()
+        assert store.create(key, record, now=1.0)
+        assert store.load(key, now=2.0).status is LoadStatus.LOADED
+        lose(path)
+        assert store.load(key, now=2.0).status is LoadStatus.ABSENT
+        assert store.create(key, record, now=2.0)
+        lose(path)
+        assert store.apply(key, Change(60.0, set={"n": b"1"}), now=3.0).status is ApplyStatus.GONE
+        assert store.create(other, record, now=3.0)
+        assert [info.key for info in store.records("app")] == [other]
     finally:
         store.close()

@@ -17,11 +17,13 @@ statements, and the write lock held across a round of Python); comparing
 the whole row and blob (what this store did first: binding and comparing
 the blob cost more than the write; see ``_sql.SQLITE_SAVE``).
 
-A thread's connection is checked against the database file (a deleted or
-replaced file is reopened) at most once per ``file_check`` seconds, not per
-operation: see docs/decisions.md for what that means for a file replaced
-under a running process. SQLite has no cross-process notification, so lease
-waiters back off with jitter (see ``wait_unlocked``).
+Before every operation a thread's connection is checked against the
+database file (one ``stat()``, ~2 µs): a deleted or replaced file is reopened
+at once, so the operation after an operator's ``rm sessions.db*`` or ``mv
+restored.db sessions.db`` already sees it (a store loss the replica restore
+relies on; see docs/decisions.md for the options measured). SQLite has no
+cross-process notification, so lease waiters back off with jitter (see
+``wait_unlocked``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ T = TypeVar("T")
 
 _OPTIONS: dict[str, Callable[[str], Any]] = {
     "busy_timeout": seconds(allow_zero=True),
-    "file_check": seconds(allow_zero=True),
 }
 
 
@@ -99,13 +100,12 @@ os.register_at_fork(after_in_child=_forked)
 class _Thread:
     """One thread's connection to the database, and the rows it remembers."""
 
-    __slots__ = ("checked", "conn", "file_id", "generation", "missed", "seen")
+    __slots__ = ("conn", "file_id", "generation", "missed", "seen")
 
-    def __init__(self, conn: sqlite3.Connection, file_id: object, checked: float) -> None:
+    def __init__(self, conn: sqlite3.Connection, file_id: object) -> None:
         self.conn = conn
         self.generation = _generation
         self.file_id = file_id
-        self.checked = checked  # monotonic time of the last look at the file
         self.seen: dict[Where, _Seen] = {}
         self.missed: dict[Where, int] = {}
 
@@ -169,23 +169,9 @@ def _database_path(url: str) -> str:
 
 
 class SQLiteStore(LocalStore):
-    """One SQLite database file, one connection per thread and process.
+    """One SQLite database file, one connection per thread and process."""
 
-    ``file_check``: at most how often (seconds) a thread looks whether the
-    database file was deleted or replaced, and reopens it then (0: before
-    every operation). ``monotonic`` is the clock of that cadence (a seam for
-    tests).
-    """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        busy_timeout: float = 10.0,
-        file_check: float = 1.0,
-        url: str | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 10.0, url: str | None = None) -> None:
         if os.path.isdir(path):
             # Else every operation fails ("unable to open database file"): a 503 per request.
             inside = os.path.join(os.path.abspath(path), "sessions.db")
@@ -196,8 +182,6 @@ class SQLiteStore(LocalStore):
         self.path = path
         self.url = url or f"sqlite://{os.path.abspath(path)}"
         self.busy_timeout = busy_timeout
-        self.file_check = file_check
-        self._monotonic = monotonic
         self._local = threading.local()
         self._existing_only = False  # see require_existing()
 
@@ -234,24 +218,23 @@ class SQLiteStore(LocalStore):
             return self._open()
         # A connection must not outlive its file: one to a database file that
         # was deleted or replaced keeps using the unlinked file, unseen by every
-        # other process, so a changed inode reopens it. Looked at once per
-        # file_check, not per operation (a stat() per operation was a tenth of
-        # the store's time).
-        now = self._monotonic()
-        if now - state.checked >= self.file_check:
-            state.checked = now
-            if self._file_id() != state.file_id:
-                state.conn.close()
-                return self._open()
+        # other process, so a changed inode reopens it. Looked at before every
+        # operation. Rejected: once per second (the file_check cadence, reverted
+        # in af7ed69: for up to a second the store served the lost file and a
+        # replica restore found the old rows); an fd of our own on the file to
+        # fstat() (closing it would drop SQLite's POSIX locks of the process);
+        # PRAGMA data_version (twice the cost, and blind to an unlinked file).
+        if self._file_id() != state.file_id:
+            state.conn.close()
+            return self._open()
         return state
-
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (as ``_thread``)."""
         return self._thread().conn
 
     def _open(self) -> _Thread:
         conn = self._connect()
-        state = self._local.state = _Thread(conn, self._file_id(), self._monotonic())
+        state = self._local.state = _Thread(conn, self._file_id())
         return state
 
     def _file_id(self) -> tuple[int, int] | None:
