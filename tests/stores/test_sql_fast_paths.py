@@ -193,6 +193,28 @@ def test_sqlite_touch_sends_no_fields(store: SQLiteStore) -> None:
     assert "fields" not in checks.lower()  # nor compared: revision and version tell
 
 
+def test_sqlite_lease_alone_sets_only_the_lease(store: SQLiteStore) -> None:
+    """A lease taken by a load not due a touch names neither the times nor the blob.
+
+    SQLite rewrites the index on ``expires`` whenever a SET names the column.
+    """
+    store.create(KEY, new({"a": b"1"}), now=NOW)
+    sent: list[str] = []
+    store._conn().set_trace_callback(sent.append)
+    lock = LockRequest("tok", 30.0)
+    assert store.load(KEY, now=NOW + 1, touch=Touch(NOW, IDLE), lock=lock).status is (
+        LoadStatus.LOADED
+    )
+    assignments = " ".join(sent[1].split()).split(" WHERE ")[0]
+    assert assignments == (
+        f"UPDATE shoal_sessions SET lease_token = 'tok', lease_until = {NOW + 31.0!r}"
+    )
+    sent.clear()
+    store.unlock(KEY, "tok")
+    assignments = " ".join(sent[0].split()).split(" WHERE ")[0]
+    assert assignments == "UPDATE shoal_sessions SET lease_token = NULL, lease_until = 0.0"
+
+
 def test_sqlite_remembers_a_bounded_number_of_rows(store: SQLiteStore) -> None:
     for i in range(100):
         key = RecordKey("app", f"{i:064x}")

@@ -57,6 +57,7 @@ __all__ = [
     "SQLITE_LIST",
     "SQLITE_PURGE",
     "SQLITE_SAVE",
+    "SQLITE_SAVE_LEASE",
     "SQLITE_SAVE_META",
     "SQLITE_SCHEMA",
     "SQLITE_SELECT",
@@ -165,6 +166,19 @@ SQLITE_SAVE = """
 SQLITE_SAVE_META = """
     UPDATE shoal_sessions SET version = ?, accessed = ?, expires = ?, lease_token = ?,
         lease_until = ?
+    WHERE app_id = ? AND id_hash = ? AND revision = ? AND version = ? AND accessed = ?
+      AND expires = ? AND lease_token IS ? AND lease_until = ?
+"""
+
+# SQLITE_SAVE for a write that changes the lease alone (taken or kept by a
+# load that is not due a touch, renewed, freed by unlock): neither the times
+# nor the blob are set. SQLite rewrites an index entry for every indexed
+# column a SET names, changed or not, so naming ``expires`` here would cost
+# a write of the index on ``expires`` (and one more WAL page per commit) for
+# nothing. In: lease_token, lease_until, app_id, id_hash, the old CHECK. Out
+# and atomicity as SQLITE_SAVE.
+SQLITE_SAVE_LEASE = """
+    UPDATE shoal_sessions SET lease_token = ?, lease_until = ?
     WHERE app_id = ? AND id_hash = ? AND revision = ? AND version = ? AND accessed = ?
       AND expires = ? AND lease_token IS ? AND lease_until = ?
 """

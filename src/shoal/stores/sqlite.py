@@ -498,7 +498,8 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
 
     ``old.check`` None: there was no row, so an INSERT with a new revision
     (which does nothing when some row holds the key). A write that keeps the
-    fields and the tombstone flag (a touch, a lease) sends no blob.
+    fields and the tombstone flag (a touch, a lease) sends no blob, and one
+    that changes the lease alone sets nothing else (``_sql.SQLITE_SAVE_LEASE``).
     """
     check = old.check
     if check is None:
@@ -521,11 +522,20 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
             and new.absolute_expires == rec.absolute_expires
         ):
             blob = old.blob
-            cursor = conn.execute(
-                _sql.SQLITE_SAVE_META,
-                (new.version, new.accessed, new.expires, new.lease_token, new.lease_until,
-                 *where, *check),
-            )  # fmt: skip
+            if (
+                new.version == rec.version
+                and new.accessed == rec.accessed
+                and new.expires == rec.expires
+            ):
+                cursor = conn.execute(
+                    _sql.SQLITE_SAVE_LEASE, (new.lease_token, new.lease_until, *where, *check)
+                )
+            else:
+                cursor = conn.execute(
+                    _sql.SQLITE_SAVE_META,
+                    (new.version, new.accessed, new.expires, new.lease_token, new.lease_until,
+                     *where, *check),
+                )  # fmt: skip
         else:
             blob = pack_fields(new.fields, new.field_versions)
             cursor = conn.execute(
