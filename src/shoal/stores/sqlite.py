@@ -100,12 +100,12 @@ os.register_at_fork(after_in_child=_forked)
 class _Thread:
     """One thread's connection to the database, and the rows it remembers."""
 
-    __slots__ = ("conn", "file_id", "generation", "missed", "seen")
+    __slots__ = ("conn", "device", "generation", "inode", "missed", "seen")
 
-    def __init__(self, conn: sqlite3.Connection, file_id: object) -> None:
+    def __init__(self, conn: sqlite3.Connection, device: int, inode: int) -> None:
         self.conn = conn
         self.generation = _generation
-        self.file_id = file_id
+        self.device, self.inode = device, inode  # of the file it opened (-1: none)
         self.seen: dict[Where, _Seen] = {}
         self.missed: dict[Where, int] = {}
 
@@ -224,7 +224,11 @@ class SQLiteStore(LocalStore):
         # replica restore found the old rows); an fd of our own on the file to
         # fstat() (closing it would drop SQLite's POSIX locks of the process);
         # PRAGMA data_version (twice the cost, and blind to an unlinked file).
-        if self._file_id() != state.file_id:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            info = None
+        if info is None or info.st_ino != state.inode or info.st_dev != state.device:
             state.conn.close()
             return self._open()
         return state
@@ -234,15 +238,13 @@ class SQLiteStore(LocalStore):
 
     def _open(self) -> _Thread:
         conn = self._connect()
-        state = self._local.state = _Thread(conn, self._file_id())
-        return state
-
-    def _file_id(self) -> tuple[int, int] | None:
         try:
             info = os.stat(self.path)
+            device, inode = info.st_dev, info.st_ino
         except OSError:
-            return None
-        return (info.st_dev, info.st_ino)
+            device = inode = -1
+        state = self._local.state = _Thread(conn, device, inode)
+        return state
 
     def _connect(self) -> sqlite3.Connection:
         if self._existing_only:
