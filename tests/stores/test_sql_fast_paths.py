@@ -215,6 +215,56 @@ def test_sqlite_lease_alone_sets_only_the_lease(store: SQLiteStore) -> None:
     assert assignments == "UPDATE shoal_sessions SET lease_token = NULL, lease_until = 0.0"
 
 
+def _purge_after(path: str) -> float:
+    check = sqlite3.connect(path)
+    try:
+        (value,) = check.execute("SELECT purge_after FROM shoal_sessions").fetchone()
+    finally:
+        check.close()
+    return float(value)
+
+
+def test_sqlite_purge_after_moves_only_past_the_slack(path: str, store: SQLiteStore) -> None:
+    """A save names ``purge_after`` (and so writes its index) only when it has to.
+
+    It stays a lower bound of ``expires``: moved when ``expires`` ran a minute
+    ahead, or fell below it (a shortened lifetime).
+    """
+    store.create(KEY, new({"a": b"1"}), now=NOW)
+    assert _purge_after(path) == NOW + IDLE
+    sent: list[str] = []
+    store._conn().set_trace_callback(sent.append)
+    for now, idle, named, expected in [
+        (NOW + 30, IDLE, False, NOW + IDLE),  # expires 30 s ahead: within the slack
+        (NOW + 61, IDLE, True, NOW + 61 + IDLE),  # 61 s ahead: moved
+        (NOW + 62, 10.0, True, NOW + 72),  # expires fell below it: moved down
+    ]:
+        sent.clear()
+        change = Change(idle, set={"a": b"%d" % now})
+        assert store.apply(KEY, change, now=now).status is ApplyStatus.OK
+        assert ("purge_after" in sent[0]) is named, sent
+        assert _purge_after(path) == expected
+
+
+def test_sqlite_purge_reads_the_purge_index_and_finds_a_lagging_row(
+    path: str, store: SQLiteStore
+) -> None:
+    store.create(KEY, new({"a": b"1"}), now=NOW)
+    store.apply(KEY, Change(IDLE, set={"a": b"2"}), now=NOW + 30)  # purge_after lags 30 s
+    check = sqlite3.connect(path)
+    try:
+        plan = " ".join(str(row) for row in check.execute(
+            "EXPLAIN QUERY PLAN SELECT app_id, id_hash FROM shoal_sessions"
+            " WHERE purge_after <= ? AND expires <= ? LIMIT ?", (NOW, NOW, 10)
+        ))  # fmt: skip
+    finally:
+        check.close()
+    assert "USING INDEX shoal_sessions_purge" in plan
+    expired = NOW + 30 + IDLE
+    assert store.purge(now=expired - 1, grace=0) == 0, "not expired yet"
+    assert store.purge(now=expired, grace=0) == 1
+
+
 def test_sqlite_remembers_a_bounded_number_of_rows(store: SQLiteStore) -> None:
     for i in range(100):
         key = RecordKey("app", f"{i:064x}")

@@ -72,7 +72,10 @@ def test_a_database_of_the_first_layout_is_migrated_and_keeps_its_sessions(
         assert (loaded.record.version, dict(loaded.record.fields)) == (3, {"k": b"v"})
         assert store.apply(key, Change(60.0, set={"n": b"1"}), now=3.0).status is ApplyStatus.OK
         columns = [row[1] for row in old.execute("PRAGMA table_info(shoal_sessions)")]
-        assert "revision" in columns
+        assert "revision" in columns and "purge_after" in columns
+        assert old.execute("SELECT purge_after FROM shoal_sessions").fetchall() == [(61.0,)]
+        indexes = {row[1] for row in old.execute("PRAGMA index_list(shoal_sessions)")}
+        assert "shoal_sessions_purge" in indexes and "shoal_sessions_expires" not in indexes
         # A process still on the old code inserts without the column: revision 0.
         old.execute(
             "INSERT INTO shoal_sessions (app_id, id_hash, version, created, accessed, expires,"
@@ -80,6 +83,8 @@ def test_a_database_of_the_first_layout_is_migrated_and_keeps_its_sessions(
             ("b" * 64, pack_fields({}, {})),
         )
         assert store.load(RecordKey("app", "b" * 64), now=2.0).status is LoadStatus.LOADED
+        # ... and creates its index on expires again when it opens a connection.
+        old.execute("CREATE INDEX IF NOT EXISTS shoal_sessions_expires ON shoal_sessions(expires)")
     finally:
         store.close()
         old.close()
@@ -88,6 +93,10 @@ def test_a_database_of_the_first_layout_is_migrated_and_keeps_its_sessions(
         record = reopened.load(key, now=4.0).record
         assert record is not None and dict(record.fields) == {"k": b"v", "n": b"1"}
         assert record.version == 4
+        # Dropped again by the new code's next connection; the old code's row is purged.
+        listed = reopened._conn().execute("PRAGMA index_list(shoal_sessions)").fetchall()
+        assert {row[1] for row in listed if row[1].startswith("shoal_")} == {"shoal_sessions_purge"}
+        assert reopened.purge(now=61.0, grace=0) == 1
     finally:
         reopened.close()
 

@@ -78,9 +78,16 @@ class _Seen(NamedTuple):
     check: Check | None
     rec: StoredRecord | None
     blob: bytes | None
+    purge_after: float = 0.0
 
 
 _ABSENT = _Seen(None, None, None)
+
+# How far ``expires`` may run ahead of the row's ``purge_after`` before a
+# write moves it (see _sql.SQLITE_SCHEMA): one index write per session and
+# minute of activity instead of one per save; a purge looks in vain at the
+# rows expiring within a minute after its cutoff.
+_PURGE_SLACK = 60.0
 
 
 # A connection must not cross fork(): the child's first operation opens its
@@ -121,13 +128,14 @@ def _seen_of(row: tuple[Any, ...] | None, remembered: _Seen | None) -> _Seen:
     check = row[: _sql.SQLITE_CHECK]
     if remembered is not None and remembered.check == check:
         return remembered
-    (_, version, accessed, expires, token, until, created, absolute, invalidated, blob) = row
+    (_, version, accessed, expires, token, until, created, absolute, invalidated, purge_after,
+     blob) = row  # fmt: skip
     fields, versions = unpack_fields(blob)
     rec = StoredRecord(
         version, created, accessed, expires, absolute, fields, versions, bool(invalidated),
         token, until,
     )  # fmt: skip
-    return _Seen(check, rec, blob)
+    return _Seen(check, rec, blob, purge_after)
 
 
 def _new_revision() -> int:
@@ -200,7 +208,7 @@ class SQLiteStore(LocalStore):
         From now on a connection opens the file as it is: it never creates the
         file, the table or the index, nor switches the journal mode (a database
         in rollback-journal mode stays so); it only migrates shoal's own table
-        of an older layout (``_sql.SQLITE_ADD_REVISION``). ``NotAStore`` now if
+        of an older layout (its columns and its purge index: ``_migrate``). ``NotAStore`` now if
         the file is no SQLite database or has no session table: the admin
         commands may be pointed at an application's own database (``shoal
         migrate`` is the deliberate way to add the table).
@@ -291,7 +299,7 @@ class SQLiteStore(LocalStore):
                 "table with `shoal migrate` if this database is meant to hold sessions",
             )
         try:
-            if not _has_revision(conn):
+            if _outdated(conn):
                 _retry_busy(
                     lambda: _migrate_in_transaction(conn),
                     deadline=time.monotonic() + self.busy_timeout,
@@ -467,19 +475,19 @@ class SQLiteStore(LocalStore):
     def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
         try:
             with _transaction(self._conn(), immediate=True) as conn:
-                cursor = conn.execute(_sql.SQLITE_PURGE, (now - grace, limit, now - grace))
+                cutoff = now - grace
+                cursor = conn.execute(_sql.SQLITE_PURGE, (cutoff, cutoff, limit, cutoff))
                 return cursor.rowcount
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
 
     def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
         """As ``purge``, returning what each deleted record held (one DELETE ... RETURNING)."""
-        from ..cluster._statements import SQLITE_PURGE_RETURNING
-
+        cutoff = now - grace
         try:
             with _transaction(self._conn(), immediate=True) as conn:
                 rows = conn.execute(
-                    SQLITE_PURGE_RETURNING, (now - grace, limit, now - grace)
+                    _sql.SQLITE_PURGE_RETURNING, (cutoff, cutoff, limit, cutoff)
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
@@ -500,22 +508,31 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
 
     ``old.check`` None: there was no row, so an INSERT with a new revision
     (which does nothing when some row holds the key). A write that keeps the
-    fields and the tombstone flag (a touch, a lease) sends no blob, and one
-    that changes the lease alone sets nothing else (``_sql.SQLITE_SAVE_LEASE``).
+    fields and the tombstone flag (a touch, a lease) sends no blob, one that
+    changes the lease alone sets nothing else (``_sql.SQLITE_SAVE_LEASE``),
+    and ``purge_after`` is named only when it moves (``_PURGE_SLACK``): SQLite
+    rewrites the index of every column a SET names.
     """
     check = old.check
+    expires = new.expires
     if check is None:
         revision = _new_revision()
         blob = pack_fields(new.fields, new.field_versions)
+        purge_after = expires
         cursor = conn.execute(
             _sql.SQLITE_INSERT,
-            (*where, revision, new.version, new.accessed, new.expires, new.lease_token,
-             new.lease_until, new.created, new.absolute_expires, int(new.invalidated), blob),
+            (*where, revision, new.version, new.accessed, expires, new.lease_token,
+             new.lease_until, new.created, new.absolute_expires, int(new.invalidated),
+             purge_after, blob),
         )  # fmt: skip
     else:
         revision = check[0]
         rec = old.rec
         assert rec is not None and old.blob is not None
+        purge_after = old.purge_after
+        moved = not purge_after <= expires <= purge_after + _PURGE_SLACK
+        if moved:
+            purge_after = expires
         if (
             new.fields is rec.fields
             and new.field_versions is rec.field_versions
@@ -524,42 +541,55 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
             and new.absolute_expires == rec.absolute_expires
         ):
             blob = old.blob
-            if (
-                new.version == rec.version
-                and new.accessed == rec.accessed
-                and new.expires == rec.expires
+            if new.version == rec.version and new.accessed == rec.accessed and (
+                expires == rec.expires
             ):
                 cursor = conn.execute(
                     _sql.SQLITE_SAVE_LEASE, (new.lease_token, new.lease_until, *where, *check)
                 )
+            elif moved:
+                cursor = conn.execute(
+                    _sql.SQLITE_SAVE_META_PURGE,
+                    (new.version, new.accessed, expires, new.lease_token, new.lease_until,
+                     purge_after, *where, *check),
+                )  # fmt: skip
             else:
                 cursor = conn.execute(
                     _sql.SQLITE_SAVE_META,
-                    (new.version, new.accessed, new.expires, new.lease_token, new.lease_until,
+                    (new.version, new.accessed, expires, new.lease_token, new.lease_until,
                      *where, *check),
                 )  # fmt: skip
         else:
             blob = pack_fields(new.fields, new.field_versions)
-            cursor = conn.execute(
-                _sql.SQLITE_SAVE,
-                (new.version, new.accessed, new.expires, new.lease_token, new.lease_until,
-                 new.created, new.absolute_expires, int(new.invalidated), blob, *where, *check),
-            )  # fmt: skip
+            values = (new.version, new.accessed, expires, new.lease_token, new.lease_until,
+                      new.created, new.absolute_expires, int(new.invalidated), blob)  # fmt: skip
+            if moved:
+                cursor = conn.execute(_sql.SQLITE_SAVE_PURGE, (*values, purge_after, *where, *check))
+            else:
+                cursor = conn.execute(_sql.SQLITE_SAVE, (*values, *where, *check))
     if cursor.rowcount != 1:
         return None
-    written = (revision, new.version, new.accessed, new.expires, new.lease_token, new.lease_until)
-    return _Seen(written, new, blob)
+    written = (revision, new.version, new.accessed, expires, new.lease_token, new.lease_until)
+    return _Seen(written, new, blob, purge_after)
 
 
-def _has_revision(conn: sqlite3.Connection) -> bool:
-    (found,) = conn.execute(_sql.SQLITE_HAS_REVISION).fetchone()
-    return bool(found)
+def _outdated(conn: sqlite3.Connection) -> bool:
+    """Whether shoal's table lacks a column of this layout (one catalog read)."""
+    return len(conn.execute(_sql.SQLITE_LAYOUT).fetchall()) < 2
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring shoal's table of an older layout up to this one (inside BEGIN IMMEDIATE)."""
-    if not _has_revision(conn):
-        conn.execute(_sql.SQLITE_ADD_REVISION)
+    present = {name for (name,) in conn.execute(_sql.SQLITE_LAYOUT)}
+    for column, statements in (
+        ("revision", _sql.SQLITE_ADD_REVISION),
+        ("purge_after", _sql.SQLITE_ADD_PURGE_AFTER),
+    ):
+        if column not in present:
+            for statement in statements:
+                conn.execute(statement)
+    for statement in _sql.SQLITE_INDEXES:
+        conn.execute(statement)
 
 
 def _migrate_in_transaction(conn: sqlite3.Connection) -> None:
