@@ -67,7 +67,6 @@ __all__ = [
     "SQLITE_SCHEMA",
     "SQLITE_SELECT",
     "SQLITE_TABLE_EXISTS",
-    "SQLITE_TAKE",
 ]
 
 # Schema: one row per session. ``fields`` is the packed field map (see
@@ -237,29 +236,6 @@ SQLITE_SAVE_META_PURGE = (
 # only when it moves. In: lease_token, lease_until, then _CAS's. Out and
 # atomicity as SQLITE_SAVE.
 SQLITE_SAVE_LEASE = "UPDATE shoal_sessions SET lease_token = ?, lease_until = ?" + _CAS
-
-# A locking load in ONE statement, when _state.load_step would take the lease
-# and write nothing else: the row is live (no tombstone, ``expires`` > now),
-# its lease is free, run out or already this token's, and no touch is due
-# (``accessed`` >= the touch's ``if_accessed_before``; -inf without a touch).
-# load_step's rules restated in SQL, as the PostgreSQL statements restate
-# them; the store still runs load_step on the row returned, for the answer.
-# In: token, lease_until, app_id, id_hash, now, token, now,
-# if_accessed_before. Out: the row as written (_COLUMNS), or no row when a
-# condition failed (absent, expired, tombstone, locked, a touch due: the
-# store then reads the row and runs the step). Atomicity: one autocommit
-# statement that takes SQLite's write lock before it reads the row. Rejected:
-# SELECT and then the compare-and-set (one statement more per locking load,
-# and under contention the compare-and-set misses); the compare-and-set on
-# the remembered row without the SELECT (under a non-sticky balancer the row
-# was mostly written elsewhere since, and a miss costs the transaction).
-SQLITE_TAKE = f"""
-    UPDATE shoal_sessions SET lease_token = ?, lease_until = ?
-    WHERE app_id = ? AND id_hash = ? AND invalidated = 0 AND expires > ?
-      AND (lease_token IS NULL OR lease_token = ? OR lease_until <= ?)
-      AND accessed >= ?
-    RETURNING {_COLUMNS}
-"""
 
 # In: app_id, id_hash, then _COLUMNS in order (a new random revision,
 # purge_after = expires). Out: rowcount 1 when inserted, 0 when any row

@@ -34,7 +34,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from math import inf
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote, unquote
 
@@ -43,16 +42,7 @@ from . import _sql
 from ._local import LocalStore, Step
 from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
 from ._url import mask_url, query_options, seconds, split_url, url_path
-from .base import (
-    Ended,
-    LoadResult,
-    LoadStatus,
-    LockRequest,
-    NewRecord,
-    RecordInfo,
-    RecordKey,
-    Touch,
-)
+from .base import Ended, LoadResult, LockRequest, NewRecord, RecordInfo, RecordKey, Touch
 
 __all__ = ["SQLiteStore"]
 
@@ -136,18 +126,8 @@ def _seen_of(row: tuple[Any, ...] | None, remembered: _Seen | None) -> _Seen:
     if row is None:
         return _ABSENT
     check = row[: _sql.SQLITE_CHECK]
-    if remembered is not None:
-        old = remembered.check
-        if old == check:
-            return remembered
-        if old is not None and old[:4] == check[:4] and remembered.rec is not None:
-            # Same incarnation, version and times: only the lease moved.
-            was = remembered.rec
-            rec = StoredRecord(
-                was.version, was.created, was.accessed, was.expires, was.absolute_expires,
-                was.fields, was.field_versions, was.invalidated, row[4], row[5],
-            )  # fmt: skip
-            return _Seen(check, rec, remembered.blob, row[9])
+    if remembered is not None and remembered.check == check:
+        return remembered
     (_, version, accessed, expires, token, until, created, absolute, invalidated, purge_after,
      blob) = row  # fmt: skip
     fields, versions = unpack_fields(blob)
@@ -344,14 +324,6 @@ class SQLiteStore(LocalStore):
             del rows[next(iter(rows))]
 
     @staticmethod
-    def _missed(state: _Thread, where: Where) -> None:
-        """A write of ``where`` missed (or its lease is held elsewhere): see _SKIPS_AFTER_MISS."""
-        missed = state.missed
-        missed[where] = _SKIPS_AFTER_MISS
-        if len(missed) > _SEEN_ROWS:
-            del missed[next(iter(missed))]
-
-    @staticmethod
     def _contended(state: _Thread, where: Where) -> bool:
         """Whether a recent miss on ``where`` sends this write to the transaction."""
         missed = state.missed
@@ -416,7 +388,10 @@ class SQLiteStore(LocalStore):
         seen = _put(state.conn, where, old, new)
         if seen is None:
             state.seen.pop(where, None)
-            self._missed(state, where)
+            missed = state.missed
+            missed[where] = _SKIPS_AFTER_MISS
+            if len(missed) > _SEEN_ROWS:
+                del missed[next(iter(missed))]
             return False
         self._remember(state, where, seen)
         return True
@@ -457,27 +432,18 @@ class SQLiteStore(LocalStore):
         # missed compare-and-set costs a write lock and the transaction).
         state = self._thread()
         where = (key.app_id, key.id_hash)
-        step: Step[LoadResult] = lambda r: load_step(r, now=now, touch=touch, lock=lock)
         try:
-            if lock is not None and not self._contended(state, where):
-                before = -inf if touch is None else touch.if_accessed_before
-                taken = state.conn.execute(
-                    _sql.SQLITE_TAKE,
-                    (lock.token, now + lock.lease, *where, now, lock.token, now, before),
-                ).fetchall()  # to the end: the statement commits when it is done
-                if taken:
-                    seen = _seen_of(taken[0], state.seen.get(where))
-                    self._remember(state, where, seen)
-                    return step(seen.rec)[0]  # the lease is this row's: nothing to write
             seen = self._read(state, where)
         except sqlite3.Error as exc:
             state.seen.pop(where, None)
             raise StoreUnavailable(self.url, str(exc)) from exc
-        result = self._attempt(state, where, step, seen, fresh=True)
-        if result.status is LoadStatus.LOCKED:
-            # Held elsewhere: the waiter's next polls read (no write lock) first.
-            self._missed(state, where)
-        return result
+        return self._attempt(
+            state,
+            where,
+            lambda r: load_step(r, now=now, touch=touch, lock=lock),
+            seen,
+            fresh=True,
+        )
 
     def create(
         self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
