@@ -131,8 +131,8 @@ def test_sqlite_recreated_row_with_the_same_times_is_not_the_remembered_one(
 ) -> None:
     """Deleted and created again at the same instant: same version, same times.
 
-    Only the fields tell the two rows apart, so the compare-and-set compares
-    them too; a version-only check would write the old fields back.
+    Only the ``revision`` drawn at INSERT tells the two rows apart; a
+    version-only check would write the old fields back.
     """
     record = NewRecord(NOW, NOW + IDLE, NOW + 10 * IDLE, {"old": b"1"})
     store.create(KEY, record, now=NOW)

@@ -4,18 +4,21 @@ WAL mode lets readers run beside one writer. Every operation runs the shared
 pure step of ``_state.py`` on a row read earlier and writes its outcome back
 with ONE autocommit compare-and-set UPDATE, which only writes while the row
 still has the revision, version, times and lease the step saw
-(``_sql.SQLITE_SAVE``); a load reads the row with one plain SELECT, and each
-thread remembers the last rows it read or wrote, so a request (load, then
-save) costs one SELECT and one UPDATE, and a remembered row read again
-unchanged is not unpacked again. When the row changed meanwhile, or the step
-on a remembered row would write nothing, the operation runs again inside a
-``BEGIN IMMEDIATE`` transaction that reads the row, runs the step and writes
-the row back (a key whose compare-and-set just missed goes there directly
-for its next few writes), so two processes can never interleave inside one
-operation either way. Rejected: the transaction for every write (four
-statements, and the write lock held across a round of Python); comparing
-the whole row and blob (what this store did first: binding and comparing
-the blob cost more than the write; see ``_sql.SQLITE_SAVE``).
+(``_sql.SQLITE_SAVE``); a load reads the row with one plain SELECT, and
+each thread remembers the last rows it read or wrote, so a request (load,
+then save) costs one SELECT and one UPDATE (and the lease's UPDATE under
+``serialized``), and a remembered row read again unchanged is not unpacked
+again. When the row
+changed meanwhile, or the step on a remembered row would write nothing, the
+operation runs again inside a ``BEGIN IMMEDIATE`` transaction that reads
+the row, runs the step and writes the row back (a key whose compare-and-set
+just missed goes there directly for its next few writes), so two processes
+can never interleave inside one operation either way. Rejected: the
+transaction for every write (four statements, and the write lock held
+across a round of Python); comparing the whole row and blob (what this
+store did first: binding and comparing the blob cost more than the write;
+see ``_sql.SQLITE_SAVE``). Purge finds rows through ``purge_after``, a
+lower bound of ``expires`` that moves rarely (``_PURGE_SLACK``).
 
 Before every operation a thread's connection is checked against the
 database file (one ``stat()``, ~2 µs): a deleted or replaced file is reopened
@@ -564,7 +567,8 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
             values = (new.version, new.accessed, expires, new.lease_token, new.lease_until,
                       new.created, new.absolute_expires, int(new.invalidated), blob)  # fmt: skip
             if moved:
-                cursor = conn.execute(_sql.SQLITE_SAVE_PURGE, (*values, purge_after, *where, *check))
+                values = (*values, purge_after)
+                cursor = conn.execute(_sql.SQLITE_SAVE_PURGE, (*values, *where, *check))
             else:
                 cursor = conn.execute(_sql.SQLITE_SAVE, (*values, *where, *check))
     if cursor.rowcount != 1:
