@@ -567,8 +567,8 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
             values = (new.version, new.accessed, expires, new.lease_token, new.lease_until,
                       new.created, new.absolute_expires, int(new.invalidated), blob)  # fmt: skip
             if moved:
-                values = (*values, purge_after)
-                cursor = conn.execute(_sql.SQLITE_SAVE_PURGE, (*values, *where, *check))
+                moving = (*values, purge_after)
+                cursor = conn.execute(_sql.SQLITE_SAVE_PURGE, (*moving, *where, *check))
             else:
                 cursor = conn.execute(_sql.SQLITE_SAVE, (*values, *where, *check))
     if cursor.rowcount != 1:
