@@ -211,10 +211,10 @@ class SQLiteStore(LocalStore):
         From now on a connection opens the file as it is: it never creates the
         file, the table or the index, nor switches the journal mode (a database
         in rollback-journal mode stays so); it only migrates shoal's own table
-        of an older layout (its columns and its purge index: ``_migrate``). ``NotAStore`` now if
-        the file is no SQLite database or has no session table: the admin
-        commands may be pointed at an application's own database (``shoal
-        migrate`` is the deliberate way to add the table).
+        of an older layout (its columns and its purge index: ``_migrate``).
+        ``NotAStore`` now if the file is no SQLite database or has no session
+        table: the admin commands may be pointed at an application's own
+        database (``shoal migrate`` is the deliberate way to add the table).
         """
         self.close()
         self._existing_only = True
@@ -243,6 +243,7 @@ class SQLiteStore(LocalStore):
             state.conn.close()
             return self._open()
         return state
+
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (as ``_thread``)."""
         return self._thread().conn
