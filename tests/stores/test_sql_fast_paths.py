@@ -246,6 +246,31 @@ def test_sqlite_purge_after_moves_only_past_the_slack(path: str, store: SQLiteSt
         assert _purge_after(path) == expected
 
 
+def test_sqlite_lease_alone_leaves_a_lagging_purge_after_to_the_next_save(
+    path: str, store: SQLiteStore
+) -> None:
+    """A row the old code inserted (purge_after 0): a lease write leaves it, the save moves it."""
+    from shoal.stores._state import pack_fields
+
+    store.migrate()
+    check = sqlite3.connect(path, isolation_level=None)
+    try:
+        check.execute(
+            "INSERT INTO shoal_sessions (app_id, id_hash, version, created, accessed, expires,"
+            " absolute_expires, fields) VALUES (?, ?, 1, ?, ?, ?, ?, ?)",
+            (KEY.app_id, KEY.id_hash, NOW, NOW, NOW + IDLE, NOW + 10 * IDLE,
+             pack_fields({"a": b"1"}, {"a": 1})),
+        )  # fmt: skip
+    finally:
+        check.close()
+    lock = LockRequest("tok", 30.0)
+    assert store.load(KEY, now=NOW + 1, lock=lock).status is LoadStatus.LOADED
+    assert _purge_after(path) == 0.0
+    change = Change(IDLE, set={"a": b"2"}, lease_token="tok", release=True)
+    assert store.apply(KEY, change, now=NOW + 2).status is ApplyStatus.OK
+    assert _purge_after(path) == NOW + 2 + IDLE
+
+
 def test_sqlite_purge_reads_the_purge_index_and_finds_a_lagging_row(
     path: str, store: SQLiteStore
 ) -> None:

@@ -533,10 +533,8 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
         revision = check[0]
         rec = old.rec
         assert rec is not None and old.blob is not None
-        purge_after = old.purge_after
+        purge_after = old.purge_after  # what the row holds, unless moved below
         moved = not purge_after <= expires <= purge_after + _PURGE_SLACK
-        if moved:
-            purge_after = expires
         if (
             new.fields is rec.fields
             and new.field_versions is rec.field_versions
@@ -552,6 +550,7 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
                     _sql.SQLITE_SAVE_LEASE, (new.lease_token, new.lease_until, *where, *check)
                 )
             elif moved:
+                purge_after = expires
                 cursor = conn.execute(
                     _sql.SQLITE_SAVE_META_PURGE,
                     (new.version, new.accessed, expires, new.lease_token, new.lease_until,
@@ -568,6 +567,7 @@ def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) 
             values = (new.version, new.accessed, expires, new.lease_token, new.lease_until,
                       new.created, new.absolute_expires, int(new.invalidated), blob)  # fmt: skip
             if moved:
+                purge_after = expires
                 moving = (*values, purge_after)
                 cursor = conn.execute(_sql.SQLITE_SAVE_PURGE, (*moving, *where, *check))
             else:
