@@ -1,7 +1,7 @@
 """The one-statement fast paths of the SQL stores, and what they fall back to.
 
 SQLite runs the pure step on a row it read earlier and writes with one
-compare-and-set UPDATE (``_sql.SQLITE_SWAP``); PostgreSQL saves and takes
+compare-and-set UPDATE (``_sql.SQLITE_SAVE``); PostgreSQL saves and takes
 leases with one plain UPDATE (``PG_SAVE``, ``PG_TAKE``) and sends the
 classifying statement only when that UPDATE wrote nothing. The contract
 suite holds both to the semantics; these tests pin the statements each
@@ -101,7 +101,7 @@ def test_sqlite_save_onto_a_row_changed_elsewhere_merges(
     result = store.apply(KEY, Change(IDLE, set={"c": b"3"}), now=NOW + 3)
     # The compare-and-set missed, the transaction merged onto the newest row.
     assert (result.status, result.version) == (ApplyStatus.OK, 3)
-    assert sent == ["UPDATE", "BEGIN", "SELECT", "INSERT", "COMMIT"]
+    assert sent == ["UPDATE", "BEGIN", "SELECT", "UPDATE", "COMMIT"]
     record = other.load(KEY, now=NOW + 4).record
     assert record is not None
     assert record.fields == {"a": b"1", "b": b"2", "c": b"3"}
@@ -119,7 +119,7 @@ def test_sqlite_after_a_miss_a_contended_key_skips_the_compare_and_set(
     for i in range(8):  # _SKIPS_AFTER_MISS
         store.load(KEY, now=NOW + 4)
         store.apply(KEY, Change(IDLE, set={"c": b"%d" % i}), now=NOW + 4)
-        assert sent == ["SELECT", "BEGIN", "SELECT", "INSERT", "COMMIT"]
+        assert sent == ["SELECT", "BEGIN", "SELECT", "UPDATE", "COMMIT"]
         sent.clear()
     store.load(KEY, now=NOW + 5)
     store.apply(KEY, Change(IDLE, set={"c": b"9"}), now=NOW + 5)
@@ -131,8 +131,8 @@ def test_sqlite_recreated_row_with_the_same_times_is_not_the_remembered_one(
 ) -> None:
     """Deleted and created again at the same instant: same version, same times.
 
-    Only the fields tell the two rows apart, so the compare-and-set compares
-    them too; a version-only check would write the old fields back.
+    Only the ``revision`` drawn at INSERT tells the two rows apart; a
+    version-only check would write the old fields back.
     """
     record = NewRecord(NOW, NOW + IDLE, NOW + 10 * IDLE, {"old": b"1"})
     store.create(KEY, record, now=NOW)
@@ -188,9 +188,106 @@ def test_sqlite_touch_sends_no_fields(store: SQLiteStore) -> None:
     assert loaded.record is not None and loaded.record.accessed == NOW + 200
     assert len(sent) == 2
     assignments, checks = " ".join(sent[1].split()).split(" WHERE ")
-    assert assignments.startswith("UPDATE shoal_sessions SET accessed = ")
+    assert assignments.startswith("UPDATE shoal_sessions SET version = 1, accessed = ")
     assert "fields" not in assignments  # unchanged: not sent again
-    assert "fields = x'" in checks.lower()  # but compared
+    assert "fields" not in checks.lower()  # nor compared: revision and version tell
+
+
+def test_sqlite_lease_alone_sets_only_the_lease(store: SQLiteStore) -> None:
+    """A lease taken by a load not due a touch names neither the times nor the blob.
+
+    SQLite rewrites the index on ``expires`` whenever a SET names the column.
+    """
+    store.create(KEY, new({"a": b"1"}), now=NOW)
+    sent: list[str] = []
+    store._conn().set_trace_callback(sent.append)
+    lock = LockRequest("tok", 30.0)
+    assert store.load(KEY, now=NOW + 1, touch=Touch(NOW, IDLE), lock=lock).status is (
+        LoadStatus.LOADED
+    )
+    assignments = " ".join(sent[1].split()).split(" WHERE ")[0]
+    assert assignments == (
+        f"UPDATE shoal_sessions SET lease_token = 'tok', lease_until = {NOW + 31.0!r}"
+    )
+    sent.clear()
+    store.unlock(KEY, "tok")
+    assignments = " ".join(sent[0].split()).split(" WHERE ")[0]
+    assert assignments == "UPDATE shoal_sessions SET lease_token = NULL, lease_until = 0.0"
+
+
+def _purge_after(path: str) -> float:
+    check = sqlite3.connect(path)
+    try:
+        (value,) = check.execute("SELECT purge_after FROM shoal_sessions").fetchone()
+    finally:
+        check.close()
+    return float(value)
+
+
+def test_sqlite_purge_after_moves_only_past_the_slack(path: str, store: SQLiteStore) -> None:
+    """A save names ``purge_after`` (and so writes its index) only when it has to.
+
+    It stays a lower bound of ``expires``: moved when ``expires`` ran a minute
+    ahead, or fell below it (a shortened lifetime).
+    """
+    store.create(KEY, new({"a": b"1"}), now=NOW)
+    assert _purge_after(path) == NOW + IDLE
+    sent: list[str] = []
+    store._conn().set_trace_callback(sent.append)
+    for now, idle, named, expected in [
+        (NOW + 30, IDLE, False, NOW + IDLE),  # expires 30 s ahead: within the slack
+        (NOW + 61, IDLE, True, NOW + 61 + IDLE),  # 61 s ahead: moved
+        (NOW + 62, 10.0, True, NOW + 72),  # expires fell below it: moved down
+    ]:
+        sent.clear()
+        change = Change(idle, set={"a": b"%d" % now})
+        assert store.apply(KEY, change, now=now).status is ApplyStatus.OK
+        assert ("purge_after" in sent[0]) is named, sent
+        assert _purge_after(path) == expected
+
+
+def test_sqlite_lease_alone_leaves_a_lagging_purge_after_to_the_next_save(
+    path: str, store: SQLiteStore
+) -> None:
+    """A row the old code inserted (purge_after 0): a lease write leaves it, the save moves it."""
+    from shoal.stores._state import pack_fields
+
+    store.migrate()
+    check = sqlite3.connect(path, isolation_level=None)
+    try:
+        check.execute(
+            "INSERT INTO shoal_sessions (app_id, id_hash, version, created, accessed, expires,"
+            " absolute_expires, fields) VALUES (?, ?, 1, ?, ?, ?, ?, ?)",
+            (KEY.app_id, KEY.id_hash, NOW, NOW, NOW + IDLE, NOW + 10 * IDLE,
+             pack_fields({"a": b"1"}, {"a": 1})),
+        )  # fmt: skip
+    finally:
+        check.close()
+    lock = LockRequest("tok", 30.0)
+    assert store.load(KEY, now=NOW + 1, lock=lock).status is LoadStatus.LOADED
+    assert _purge_after(path) == 0.0
+    change = Change(IDLE, set={"a": b"2"}, lease_token="tok", release=True)
+    assert store.apply(KEY, change, now=NOW + 2).status is ApplyStatus.OK
+    assert _purge_after(path) == NOW + 2 + IDLE
+
+
+def test_sqlite_purge_reads_the_purge_index_and_finds_a_lagging_row(
+    path: str, store: SQLiteStore
+) -> None:
+    store.create(KEY, new({"a": b"1"}), now=NOW)
+    store.apply(KEY, Change(IDLE, set={"a": b"2"}), now=NOW + 30)  # purge_after lags 30 s
+    check = sqlite3.connect(path)
+    try:
+        plan = " ".join(str(row) for row in check.execute(
+            "EXPLAIN QUERY PLAN SELECT app_id, id_hash FROM shoal_sessions"
+            " WHERE purge_after <= ? AND expires <= ? LIMIT ?", (NOW, NOW, 10)
+        ))  # fmt: skip
+    finally:
+        check.close()
+    assert "USING INDEX shoal_sessions_purge" in plan
+    expired = NOW + 30 + IDLE
+    assert store.purge(now=expired - 1, grace=0) == 0, "not expired yet"
+    assert store.purge(now=expired, grace=0) == 1
 
 
 def test_sqlite_remembers_a_bounded_number_of_rows(store: SQLiteStore) -> None:
@@ -201,7 +298,8 @@ def test_sqlite_remembers_a_bounded_number_of_rows(store: SQLiteStore) -> None:
     assert len(store._seen()) <= 16
 
 
-def test_sqlite_replaced_file_forgets_the_remembered_rows(path: str, store: SQLiteStore) -> None:
+def test_sqlite_replaced_file_forgets_the_remembered_rows(path: str) -> None:
+    store = SQLiteStore(path)
     store.create(KEY, new({"a": b"1"}), now=NOW)
     store.load(KEY, now=NOW + 1)
     Path(path).unlink()
@@ -213,6 +311,7 @@ def test_sqlite_replaced_file_forgets_the_remembered_rows(path: str, store: SQLi
         assert check.execute("SELECT count(*) FROM shoal_sessions").fetchone() == (0,)
     finally:
         check.close()
+        store.close()
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -48,22 +48,39 @@ __all__ = [
     "PG_TAKE_TOUCH",
     "PG_TOUCH",
     "PG_UNLOCK",
+    "SQLITE_ADD_PURGE_AFTER",
+    "SQLITE_ADD_REVISION",
+    "SQLITE_CHECK",
     "SQLITE_COLUMNS",
     "SQLITE_DELETE",
+    "SQLITE_INDEXES",
     "SQLITE_INSERT",
+    "SQLITE_LAYOUT",
     "SQLITE_LIST",
     "SQLITE_PURGE",
+    "SQLITE_PURGE_RETURNING",
+    "SQLITE_SAVE",
+    "SQLITE_SAVE_LEASE",
+    "SQLITE_SAVE_META",
+    "SQLITE_SAVE_META_PURGE",
+    "SQLITE_SAVE_PURGE",
     "SQLITE_SCHEMA",
     "SQLITE_SELECT",
-    "SQLITE_SWAP",
-    "SQLITE_SWAP_SET",
     "SQLITE_TABLE_EXISTS",
-    "SQLITE_UPSERT",
 ]
 
 # Schema: one row per session. ``fields`` is the packed field map (see
-# _state.pack_fields); metadata stays in columns so purge can use the index
-# on ``expires`` without reading blobs. WITHOUT ROWID: the key is the row.
+# _state.pack_fields); metadata stays in columns. WITHOUT ROWID: the key is
+# the row. ``revision`` names one incarnation of a key: drawn at random
+# (odd, never 0) when the row is inserted and never changed by a write, so a
+# session deleted and created again under the same key is a different row to
+# a compare-and-set even when its version and times are the same (see
+# SQLITE_SAVE). ``purge_after`` is a lower bound of ``expires`` that the
+# store rewrites only when ``expires`` fell below it or passed it by more
+# than a slack (sqlite._PURGE_SLACK), and purge finds rows through ITS index
+# (SQLITE_INDEXES): an index on ``expires`` itself was rewritten by every
+# save, which slides ``expires``. Rows of a database made before a column
+# existed hold its default, 0 (both are valid: no incarnation, a lower bound).
 SQLITE_SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS shoal_sessions (
@@ -78,10 +95,46 @@ SQLITE_SCHEMA = (
         lease_token TEXT,
         lease_until REAL NOT NULL DEFAULT 0,
         fields BLOB NOT NULL,
+        revision INTEGER NOT NULL DEFAULT 0,
+        purge_after REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (app_id, id_hash)
     ) WITHOUT ROWID
     """,
-    "CREATE INDEX IF NOT EXISTS shoal_sessions_expires ON shoal_sessions (expires)",
+)
+
+# After SQLITE_SCHEMA and the migration, in the same BEGIN IMMEDIATE, on
+# every new connection: the index purge reads, and the DROP of the index the
+# first layouts kept on ``expires`` (a process still on the old code
+# creates it again when it opens a connection, during a rolling restart;
+# the next connection of the new code drops it again).
+SQLITE_INDEXES = (
+    "DROP INDEX IF EXISTS shoal_sessions_expires",
+    "CREATE INDEX IF NOT EXISTS shoal_sessions_purge ON shoal_sessions (purge_after)",
+)
+
+# In: none. Out: the names among ``revision`` and ``purge_after`` that
+# shoal_sessions has (a table of an older layout lacks one or both). A
+# catalog read, once per connection.
+SQLITE_LAYOUT = (
+    "SELECT name FROM pragma_table_info('shoal_sessions')"
+    " WHERE name IN ('revision', 'purge_after')"
+)
+
+# The migrations from the older layouts, run inside the caller's BEGIN
+# IMMEDIATE for each column SQLITE_LAYOUT did not name, so of several
+# processes opening the old database together one migrates it. SQLite adds a
+# column with a constant default without rewriting the table; ``purge_after``
+# is then filled from ``expires`` (one pass over the table, once) so purge
+# does not look at every old row again each time. Processes still running the
+# old code keep working: their statements name their columns, a row they
+# insert gets revision 0 and purge_after 0 (a valid lower bound), and their
+# purge scans the table while the old index is gone.
+SQLITE_ADD_REVISION = (
+    "ALTER TABLE shoal_sessions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+)
+SQLITE_ADD_PURGE_AFTER = (
+    "ALTER TABLE shoal_sessions ADD COLUMN purge_after REAL NOT NULL DEFAULT 0",
+    "UPDATE shoal_sessions SET purge_after = expires",
 )
 
 # In: none. Out: one row, 1 if the session table exists, else 0. A catalog
@@ -91,62 +144,106 @@ SQLITE_TABLE_EXISTS = (
     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'shoal_sessions'"
 )
 
+# The columns of a row as the store reads them. The first six are the row's
+# CHECK (SQLITE_CHECK): what SQLITE_SAVE compares.
 _COLUMNS = (
-    "version, created, accessed, expires, absolute_expires, "
-    "invalidated, lease_token, lease_until, fields"
+    "revision, version, accessed, expires, lease_token, lease_until, "
+    "created, absolute_expires, invalidated, purge_after, fields"
 )
-
-# In: app_id, id_hash. Out: one row of _COLUMNS or none. A plain read.
-SQLITE_SELECT = f"SELECT {_COLUMNS} FROM shoal_sessions WHERE app_id = ? AND id_hash = ?"
-
-# In: app_id, id_hash, then _COLUMNS in order. Insert or overwrite the row;
-# runs inside the caller's BEGIN IMMEDIATE transaction after its SELECT.
-SQLITE_UPSERT = f"""
-    INSERT INTO shoal_sessions (app_id, id_hash, {_COLUMNS})
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (app_id, id_hash) DO UPDATE SET
-        version = excluded.version, created = excluded.created,
-        accessed = excluded.accessed, expires = excluded.expires,
-        absolute_expires = excluded.absolute_expires,
-        invalidated = excluded.invalidated, lease_token = excluded.lease_token,
-        lease_until = excluded.lease_until, fields = excluded.fields
-"""
-
-# In: the new values of the columns named in {set} (a subset of _COLUMNS,
-# in _COLUMNS order, never empty), app_id, id_hash, then the old _COLUMNS in
-# order, as a SELECT returned them. Out: rowcount 1 when written, 0 when the
-# row is no longer exactly the old one (or is gone). A compare-and-set on the
-# whole row in ONE autocommit statement: a write statement takes SQLite's
-# write lock before it reads, so nothing runs between the check and the write.
-# The store computes the new row with the pure step from a row it read
-# earlier; when every column is still equal, the step's answer on the row as
-# it is now is the same, so this is the step run atomically. {set} names only
-# the columns the step changed (a lease or a touch does not send the blob
-# again); the store renders one variant per set of columns (SQLITE_SWAP_SET
-# per column). Comparing the whole row (blob included) rather than
-# ``version`` alone: a touch or a lease change leaves the version alone, and
-# a deleted and re-created session starts again at version 1 with the same
-# times under a coarse or frozen clock. REAL columns compare exactly.
-SQLITE_SWAP = """
-    UPDATE shoal_sessions SET {set}
-    WHERE app_id = ? AND id_hash = ?
-      AND version = ? AND created = ? AND accessed = ? AND expires = ?
-      AND absolute_expires = ? AND invalidated = ? AND lease_token IS ?
-      AND lease_until = ? AND fields = ?
-"""
-
-# One column of SQLITE_SWAP's {set}, joined by ", ".
-SQLITE_SWAP_SET = "{column} = ?"
 
 SQLITE_COLUMNS = tuple(_COLUMNS.split(", "))
 """The names of _COLUMNS, in order (the columns of a row the store reads)."""
 
-# In: app_id, id_hash, then _COLUMNS in order. Out: rowcount 1 when inserted,
-# 0 when any row (live, expired or tombstone) already holds the key. The
-# compare-and-set of an absent row (create_step), in one autocommit statement.
+SQLITE_CHECK = 6
+"""How many leading _COLUMNS a compare-and-set compares (revision .. lease_until)."""
+
+# In: app_id, id_hash. Out: one row of _COLUMNS or none. A plain read.
+SQLITE_SELECT = f"SELECT {_COLUMNS} FROM shoal_sessions WHERE app_id = ? AND id_hash = ?"
+
+# The WHERE of every compare-and-set below. In: app_id, id_hash, then the
+# old CHECK: revision, version, accessed, expires, lease_token, lease_until.
+_CAS = """
+    WHERE app_id = ? AND id_hash = ? AND revision = ? AND version = ? AND accessed = ?
+      AND expires = ? AND lease_token IS ? AND lease_until = ?
+"""
+
+# The compare-and-set of every write onto an existing row, in ONE autocommit
+# statement (or inside the store's BEGIN IMMEDIATE, on the row it just read).
+# In: version, accessed, expires, lease_token, lease_until, created,
+# absolute_expires, invalidated, fields (the new values), then _CAS's. Out:
+# rowcount 1 when written, 0 when the row is gone or its check changed.
+# Atomicity: a write statement takes SQLite's write lock before it reads, so
+# nothing runs between the check and the write; when the check still holds,
+# the row is the one the store ran the pure step on, so the write is the
+# step run atomically. Why these six columns and not the whole row and blob
+# (rejected: binding and comparing the blob costs more than the write):
+# every step that changes ``fields`` or ``invalidated`` bumps ``version``
+# (apply, invalidate); a touch changes ``accessed`` and ``expires``; a lease,
+# its renewal and its release change ``lease_token`` or ``lease_until``;
+# ``created`` and ``absolute_expires`` never change in one incarnation;
+# ``purge_after`` changes only with ``expires``; and ``revision`` tells
+# incarnations apart, which a version compare alone cannot (deleted and
+# created again: version 1 again, with the same times under a coarse or
+# frozen clock). REAL columns compare exactly (the store binds the floats it
+# read or wrote).
+SQLITE_SAVE = (
+    """
+    UPDATE shoal_sessions SET version = ?, accessed = ?, expires = ?, lease_token = ?,
+        lease_until = ?, created = ?, absolute_expires = ?, invalidated = ?, fields = ?
+    """
+    + _CAS
+)
+
+# SQLITE_SAVE that also moves ``purge_after`` (to the new ``expires``): for a
+# write whose ``expires`` left the slack above the old ``purge_after``. In:
+# SQLITE_SAVE's new values, purge_after, then _CAS's. Out and atomicity as
+# SQLITE_SAVE.
+SQLITE_SAVE_PURGE = (
+    """
+    UPDATE shoal_sessions SET version = ?, accessed = ?, expires = ?, lease_token = ?,
+        lease_until = ?, created = ?, absolute_expires = ?, invalidated = ?, fields = ?,
+        purge_after = ?
+    """
+    + _CAS
+)
+
+# SQLITE_SAVE for a write that leaves the fields and the tombstone flag as
+# they are (a touch, a lease taken with it): the blob is not sent. In:
+# version, accessed, expires, lease_token, lease_until, then _CAS's. Out and
+# atomicity as SQLITE_SAVE.
+SQLITE_SAVE_META = (
+    """
+    UPDATE shoal_sessions SET version = ?, accessed = ?, expires = ?, lease_token = ?,
+        lease_until = ?
+    """
+    + _CAS
+)
+
+# SQLITE_SAVE_META that also moves ``purge_after``, as SQLITE_SAVE_PURGE. In:
+# SQLITE_SAVE_META's new values, purge_after, then _CAS's.
+SQLITE_SAVE_META_PURGE = (
+    """
+    UPDATE shoal_sessions SET version = ?, accessed = ?, expires = ?, lease_token = ?,
+        lease_until = ?, purge_after = ?
+    """
+    + _CAS
+)
+
+# SQLITE_SAVE for a write that changes the lease alone (taken or kept by a
+# load that is not due a touch, renewed, freed by unlock): neither the times
+# nor the blob are set. SQLite rewrites an index entry for every indexed
+# column a SET names, changed or not, so the statements name ``purge_after``
+# only when it moves. In: lease_token, lease_until, then _CAS's. Out and
+# atomicity as SQLITE_SAVE.
+SQLITE_SAVE_LEASE = "UPDATE shoal_sessions SET lease_token = ?, lease_until = ?" + _CAS
+
+# In: app_id, id_hash, then _COLUMNS in order (a new random revision,
+# purge_after = expires). Out: rowcount 1 when inserted, 0 when any row
+# (live, expired or tombstone) already holds the key. The compare-and-set of
+# an absent row (create_step), in one autocommit statement.
 SQLITE_INSERT = f"""
     INSERT INTO shoal_sessions (app_id, id_hash, {_COLUMNS})
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (app_id, id_hash) DO NOTHING
 """
 
@@ -159,16 +256,30 @@ SQLITE_LIST = f"""
     WHERE (? IS NULL OR app_id = ?) ORDER BY accessed DESC
 """
 
-# In: cutoff (now - grace), batch limit, cutoff again. Deletes at most
-# ``limit`` rows expired before the cutoff. The outer WHERE re-checks expiry
-# on the row being deleted, in the same statement, so a save that extended
-# the row after the inner SELECT saw it keeps the row.
-SQLITE_PURGE = """
+# The rows a purge deletes: at most ``limit`` rows expired before the cutoff,
+# found through the index on ``purge_after`` (<= ``expires``, so every such
+# row has purge_after <= cutoff; a row within the slack above the cutoff is
+# looked at and passed over). The outer WHERE re-checks expiry on the row
+# being deleted, in the same statement, so a save that extended the row
+# after the inner SELECT saw it keeps the row. In: cutoff (now - grace),
+# cutoff, batch limit, cutoff.
+_PURGE = """
     DELETE FROM shoal_sessions
     WHERE (app_id, id_hash) IN (
-        SELECT app_id, id_hash FROM shoal_sessions WHERE expires <= ? LIMIT ?
+        SELECT app_id, id_hash FROM shoal_sessions
+        WHERE purge_after <= ? AND expires <= ? LIMIT ?
     ) AND expires <= ?
 """
+
+# In: as _PURGE. Out: rowcount, the rows deleted.
+SQLITE_PURGE = _PURGE
+
+# In: as _PURGE. Out: (app_id, id_hash, invalidated, fields blob) per deleted
+# row, in the same statement (SQLite >= 3.35): the ``expired`` event carries
+# the ended session's values, and a save landing between a read and a
+# delete would otherwise be announced with old values (see
+# cluster/_statements.py).
+SQLITE_PURGE_RETURNING = _PURGE + "    RETURNING app_id, id_hash, invalidated, fields\n"
 
 
 # ---------------------------------------------------------------------------

@@ -2,20 +2,31 @@
 
 WAL mode lets readers run beside one writer. Every operation runs the shared
 pure step of ``_state.py`` on a row read earlier and writes its outcome back
-with ONE autocommit compare-and-set statement, which only writes while the
-row is still exactly the one the step saw (``_sql.SQLITE_SWAP``); a load
-reads that row with one plain SELECT, and each thread remembers the last rows
-it read or wrote, so a request (load, then save) costs one SELECT and one
-UPDATE. When the row changed meanwhile, or the step on a remembered row
-would write nothing, the operation runs again inside a ``BEGIN IMMEDIATE``
-transaction that reads the row, runs the step and writes the row back (as
-every write did before; a key whose compare-and-set just missed goes there
-directly for its next few writes), so two processes can never interleave
-inside one operation either way. Rejected: the transaction for every write
-(four statements, and the write lock held across a round of Python); a
-``version`` check instead of the whole row (see ``_sql.SQLITE_SWAP``).
-SQLite has no cross-process notification, so lease waiters back off with
-jitter (see ``wait_unlocked``).
+with ONE autocommit compare-and-set UPDATE, which only writes while the row
+still has the revision, version, times and lease the step saw
+(``_sql.SQLITE_SAVE``); a load reads the row with one plain SELECT, and
+each thread remembers the last rows it read or wrote, so a request (load,
+then save) costs one SELECT and one UPDATE (and the lease's UPDATE under
+``serialized``), and a remembered row read again unchanged is not unpacked
+again. When the row
+changed meanwhile, or the step on a remembered row would write nothing, the
+operation runs again inside a ``BEGIN IMMEDIATE`` transaction that reads
+the row, runs the step and writes the row back (a key whose compare-and-set
+just missed goes there directly for its next few writes), so two processes
+can never interleave inside one operation either way. Rejected: the
+transaction for every write (four statements, and the write lock held
+across a round of Python); comparing the whole row and blob (what this
+store did first: binding and comparing the blob cost more than the write;
+see ``_sql.SQLITE_SAVE``). Purge finds rows through ``purge_after``, a
+lower bound of ``expires`` that moves rarely (``_PURGE_SLACK``).
+
+Before every operation a thread's connection is checked against the
+database file (one ``stat()``, ~2 µs): a deleted or replaced file is reopened
+at once, so the operation after an operator's ``rm sessions.db*`` or ``mv
+restored.db sessions.db`` already sees it (a store loss the replica restore
+relies on; see docs/decisions.md for the options measured). SQLite has no
+cross-process notification, so lease waiters back off with jitter (see
+``wait_unlocked``).
 """
 
 from __future__ import annotations
@@ -40,7 +51,9 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-_OPTIONS: dict[str, Callable[[str], Any]] = {"busy_timeout": seconds(allow_zero=True)}
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "busy_timeout": seconds(allow_zero=True),
+}
 
 
 # Rows of one thread remembered for the compare-and-set (see _Seen): enough
@@ -55,37 +68,82 @@ _SEEN_ROWS = 16
 # their throughput without this). Then it tries again.
 _SKIPS_AFTER_MISS = 8
 
-Row = tuple[Any, ...]
-"""The ``_sql._COLUMNS`` of one row, as a SELECT returns them."""
+Where = tuple[str, str]
+"""A key as statement parameters: (app_id, id_hash)."""
+
+Check = tuple[Any, ...]
+"""The first ``_sql.SQLITE_CHECK`` columns of a row: what a compare-and-set compares."""
 
 
 class _Seen(NamedTuple):
-    """A row as this thread last read or wrote it (``row`` None: no row)."""
+    """A row as this thread last read or wrote it (``check`` None: no row)."""
 
-    row: Row | None
+    check: Check | None
     rec: StoredRecord | None
+    blob: bytes | None
+    purge_after: float = 0.0
 
 
-_ABSENT = _Seen(None, None)
+_ABSENT = _Seen(None, None, None)
+
+# How far ``expires`` may run ahead of the row's ``purge_after`` before a
+# write moves it (see _sql.SQLITE_SCHEMA): one index write per session and
+# minute of activity instead of one per save; a purge looks in vain at the
+# rows expiring within a minute after its cutoff.
+_PURGE_SLACK = 60.0
 
 
-def _row_to_record(row: sqlite3.Row | tuple[Any, ...] | None) -> StoredRecord | None:
+# A connection must not cross fork(): the child's first operation opens its
+# own. Counted by a fork hook rather than comparing os.getpid() per
+# operation (a system call each time).
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Thread:
+    """One thread's connection to the database, and the rows it remembers."""
+
+    __slots__ = ("conn", "device", "generation", "inode", "missed", "seen")
+
+    def __init__(self, conn: sqlite3.Connection, device: int, inode: int) -> None:
+        self.conn = conn
+        self.generation = _generation
+        self.device, self.inode = device, inode  # of the file it opened (-1: none)
+        self.seen: dict[Where, _Seen] = {}
+        self.missed: dict[Where, int] = {}
+
+
+def _seen_of(row: tuple[Any, ...] | None, remembered: _Seen | None) -> _Seen:
+    """The row as read; the remembered one when its check is unchanged (no unpacking).
+
+    Equal checks are the same row (see ``_sql.SQLITE_SAVE``): same
+    incarnation, same version, so the same fields.
+    """
     if row is None:
-        return None
-    (version, created, accessed, expires, absolute, invalidated, token, until, blob) = row
+        return _ABSENT
+    check = row[: _sql.SQLITE_CHECK]
+    if remembered is not None and remembered.check == check:
+        return remembered
+    (_, version, accessed, expires, token, until, created, absolute, invalidated, purge_after,
+     blob) = row  # fmt: skip
     fields, versions = unpack_fields(blob)
-    return StoredRecord(
-        version=version,
-        created=created,
-        accessed=accessed,
-        expires=expires,
-        absolute_expires=absolute,
-        fields=fields,
-        field_versions=versions,
-        invalidated=bool(invalidated),
-        lease_token=token,
-        lease_until=until,
-    )
+    rec = StoredRecord(
+        version, created, accessed, expires, absolute, fields, versions, bool(invalidated),
+        token, until,
+    )  # fmt: skip
+    return _Seen(check, rec, blob, purge_after)
+
+
+def _new_revision() -> int:
+    """A random incarnation number: odd, so never the 0 of rows older than the column."""
+    return int.from_bytes(os.urandom(8), "big") >> 1 | 1
 
 
 def _database_path(url: str) -> str:
@@ -144,50 +202,61 @@ class SQLiteStore(LocalStore):
         return cls(_database_path(url), url=url, **options)
 
     def migrate(self) -> None:
-        """Create the database file, its table and index now (any connection does)."""
-        self._conn()
+        """Create the database file, its table and index, or migrate them, now."""
+        self._thread()
 
     def require_existing(self) -> None:
         """Use only a database that holds shoal's table; create and switch nothing.
 
         From now on a connection opens the file as it is: it never creates the
         file, the table or the index, nor switches the journal mode (a database
-        in rollback-journal mode stays so). ``NotAStore`` now if the file is no
-        SQLite database or has no session table: the admin commands may be
-        pointed at an application's own database (``shoal migrate`` is the
-        deliberate way to add the table).
+        in rollback-journal mode stays so); it only migrates shoal's own table
+        of an older layout (its columns and its purge index: ``_migrate``).
+        ``NotAStore`` now if the file is no SQLite database or has no session
+        table: the admin commands may be pointed at an application's own
+        database (``shoal migrate`` is the deliberate way to add the table).
         """
         self.close()
         self._existing_only = True
-        self._conn()
+        self._thread()
 
     # -- connections ------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        # A connection must not cross fork(): reopen in a child process. Nor
-        # outlive its file: a connection to a database file that was deleted
-        # or replaced keeps using the unlinked file, unseen by every other
-        # process, so a changed inode reopens it (one stat per operation).
-        pid = os.getpid()
-        if conn is not None and self._local.pid == pid:
-            if self._file_id() != self._local.file_id:
-                conn.close()
-                conn = self._local.conn = None
-        if conn is None or self._local.pid != pid:
-            conn = self._connect()
-            self._local.conn, self._local.pid = conn, pid
-            self._local.file_id = self._file_id()
-            self._local.seen = {}
-            self._local.missed = {}
-        return conn
-
-    def _file_id(self) -> tuple[int, int] | None:
+    def _thread(self) -> _Thread:
+        """This thread's connection, (re)opened after a fork or a replaced file."""
+        state: _Thread | None = getattr(self._local, "state", None)
+        if state is None or state.generation != _generation:
+            return self._open()
+        # A connection must not outlive its file: one to a database file that
+        # was deleted or replaced keeps using the unlinked file, unseen by every
+        # other process, so a changed inode reopens it. Looked at before every
+        # operation. Rejected: once per second (the file_check cadence, reverted
+        # in af7ed69: for up to a second the store served the lost file and a
+        # replica restore found the old rows); an fd of our own on the file to
+        # fstat() (closing it would drop SQLite's POSIX locks of the process);
+        # PRAGMA data_version (twice the cost, and blind to an unlinked file).
         try:
             info = os.stat(self.path)
         except OSError:
-            return None
-        return (info.st_dev, info.st_ino)
+            info = None
+        if info is None or info.st_ino != state.inode or info.st_dev != state.device:
+            state.conn.close()
+            return self._open()
+        return state
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (as ``_thread``)."""
+        return self._thread().conn
+
+    def _open(self) -> _Thread:
+        conn = self._connect()
+        try:
+            info = os.stat(self.path)
+            device, inode = info.st_dev, info.st_ino
+        except OSError:
+            device = inode = -1
+        state = self._local.state = _Thread(conn, device, inode)
+        return state
 
     def _connect(self) -> sqlite3.Connection:
         if self._existing_only:
@@ -233,30 +302,35 @@ class SQLiteStore(LocalStore):
                 "the database has no shoal_sessions table; check --store, or add the "
                 "table with `shoal migrate` if this database is meant to hold sessions",
             )
+        try:
+            if _outdated(conn):
+                _retry_busy(
+                    lambda: _migrate_in_transaction(conn),
+                    deadline=time.monotonic() + self.busy_timeout,
+                )
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnavailable(self.url, str(exc)) from exc
         return conn
 
-    # -- one step, one statement ---------------------------------------------
+    # -- remembered rows ----------------------------------------------------
 
-    def _seen(self) -> dict[tuple[str, str], _Seen]:
+    def _seen(self) -> dict[Where, _Seen]:
         """This thread's remembered rows (of its current connection), by key."""
-        seen: dict[tuple[str, str], _Seen] = self._local.seen
-        return seen
+        return self._thread().seen
 
-    def _remember(self, key: RecordKey, seen: _Seen) -> None:
-        rows = self._seen()
-        where = (key.app_id, key.id_hash)  # a tuple hashes in C, a RecordKey in Python
+    @staticmethod
+    def _remember(state: _Thread, where: Where, seen: _Seen) -> None:
+        rows = state.seen
         rows.pop(where, None)
         rows[where] = seen
         if len(rows) > _SEEN_ROWS:
             del rows[next(iter(rows))]
 
-    def _forget(self, key: RecordKey) -> None:
-        self._seen().pop((key.app_id, key.id_hash), None)
-
-    def _contended(self, key: RecordKey) -> bool:
-        """Whether a recent miss on ``key`` sends this write to the transaction."""
-        missed: dict[tuple[str, str], int] = self._local.missed
-        where = (key.app_id, key.id_hash)
+    @staticmethod
+    def _contended(state: _Thread, where: Where) -> bool:
+        """Whether a recent miss on ``where`` sends this write to the transaction."""
+        missed = state.missed
         left = missed.get(where)
         if not left:
             return False
@@ -266,92 +340,82 @@ class SQLiteStore(LocalStore):
             del missed[where]
         return True
 
-    def _missed(self, key: RecordKey) -> None:
-        missed: dict[tuple[str, str], int] = self._local.missed
-        missed[(key.app_id, key.id_hash)] = _SKIPS_AFTER_MISS
-        if len(missed) > _SEEN_ROWS:
-            del missed[next(iter(missed))]
+    # -- one step, one statement ---------------------------------------------
 
     def _step(self, key: RecordKey, step: Step[T], *, notify: bool = False) -> T:
         """Run ``step`` on the row: on the remembered row when it still holds."""
-        conn = self._conn()
-        seen = self._seen().get((key.app_id, key.id_hash))
-        return self._attempt(conn, key, step, seen, fresh=False)
+        state = self._thread()
+        where = (key.app_id, key.id_hash)
+        return self._attempt(state, where, step, state.seen.get(where), fresh=False)
 
     def _attempt(
-        self,
-        conn: sqlite3.Connection,
-        key: RecordKey,
-        step: Step[T],
-        seen: _Seen | None,
-        *,
-        fresh: bool,
+        self, state: _Thread, where: Where, step: Step[T], seen: _Seen | None, *, fresh: bool
     ) -> T:
         """``step`` on ``seen`` written by one compare-and-set, else in a transaction.
 
         ``fresh``: ``seen`` was read by this very operation, so an outcome
         that writes nothing is the answer as of that read (a consistent
         snapshot). A remembered row may be old: only a write, which the
-        compare-and-set checks, is trusted from it.
+        compare-and-set checks, is trusted from it; an answer that writes
+        nothing is asked again of the row as it is (one SELECT), a write that
+        missed goes to the transaction.
         """
         try:
             if seen is not None:
                 result, outcome = step(seen.rec)
+                if isinstance(outcome, StoredRecord):
+                    if not self._contended(state, where) and self._swap(
+                        state, where, seen, outcome
+                    ):
+                        return result
+                    return self._transact(state, where, step)
                 if outcome is None and fresh:
                     return result
-                if (
-                    isinstance(outcome, StoredRecord)
-                    and not self._contended(key)
-                    and self._swap(conn, key, seen, outcome)
-                ):
-                    return result
-            return self._transact(conn, key, step)
+                if outcome is None:
+                    return self._attempt(
+                        state, where, step, self._read(state, where), fresh=True
+                    )
+            return self._transact(state, where, step)
         except sqlite3.Error as exc:
-            self._forget(key)
+            state.seen.pop(where, None)
             raise StoreUnavailable(self.url, str(exc)) from exc
 
-    def _swap(
-        self, conn: sqlite3.Connection, key: RecordKey, old: _Seen, new: StoredRecord
-    ) -> bool:
-        """Write ``new`` iff the row is still ``old`` (one statement); remember it."""
-        if old.rec is not None and old.row is not None and (
-            new.fields is old.rec.fields and new.field_versions is old.rec.field_versions
-        ):
-            blob = old.row[-1]  # a touch or a lease: the fields are the same object
-        else:
-            blob = pack_fields(new.fields, new.field_versions)
-        row = _row(new, blob)
-        if old.row is None:
-            cursor = conn.execute(_sql.SQLITE_INSERT, (key.app_id, key.id_hash, *row))
-        else:
-            changed = tuple(i for i, value in enumerate(row) if value != old.row[i]) or (0,)
-            cursor = conn.execute(
-                _swap_statement(changed),
-                (*(row[i] for i in changed), key.app_id, key.id_hash, *old.row),
-            )
-        if cursor.rowcount != 1:
-            self._forget(key)
-            self._missed(key)
+    def _read(self, state: _Thread, where: Where) -> _Seen:
+        """The row as it is now (one SELECT), remembered."""
+        row = state.conn.execute(_sql.SQLITE_SELECT, where).fetchone()
+        seen = _seen_of(row, state.seen.get(where))
+        self._remember(state, where, seen)
+        return seen
+
+    def _swap(self, state: _Thread, where: Where, old: _Seen, new: StoredRecord) -> bool:
+        """Write ``new`` iff the row still has ``old``'s check (one statement); remember it."""
+        seen = _put(state.conn, where, old, new)
+        if seen is None:
+            state.seen.pop(where, None)
+            missed = state.missed
+            missed[where] = _SKIPS_AFTER_MISS
+            if len(missed) > _SEEN_ROWS:
+                del missed[next(iter(missed))]
             return False
-        self._remember(key, _Seen(row, _as_read(new, row)))
+        self._remember(state, where, seen)
         return True
 
-    def _transact(self, conn: sqlite3.Connection, key: RecordKey, step: Step[T]) -> T:
+    def _transact(self, state: _Thread, where: Where, step: Step[T]) -> T:
         """Read the row, run ``step`` and write its outcome in BEGIN IMMEDIATE."""
+        conn = state.conn
         with _transaction(conn, immediate=True):
-            row = conn.execute(_sql.SQLITE_SELECT, (key.app_id, key.id_hash)).fetchone()
-            rec = _row_to_record(row)
-            result, outcome = step(rec)
+            row = conn.execute(_sql.SQLITE_SELECT, where).fetchone()
+            seen = _seen_of(row, state.seen.get(where))
+            result, outcome = step(seen.rec)
             if outcome is DELETE:
-                conn.execute(_sql.SQLITE_DELETE, (key.app_id, key.id_hash))
+                conn.execute(_sql.SQLITE_DELETE, where)
                 seen = _ABSENT
             elif isinstance(outcome, StoredRecord):
-                new_row = _row(outcome, pack_fields(outcome.fields, outcome.field_versions))
-                conn.execute(_sql.SQLITE_UPSERT, (key.app_id, key.id_hash, *new_row))
-                seen = _Seen(new_row, _as_read(outcome, new_row))
-            else:
-                seen = _Seen(row, rec)
-        self._remember(key, seen)
+                written = _put(conn, where, seen, outcome)
+                if written is None:  # nothing else writes inside BEGIN IMMEDIATE
+                    raise sqlite3.DatabaseError("the row changed inside a write transaction")
+                seen = written
+        self._remember(state, where, seen)
         return result
 
     # -- the contract -----------------------------------------------------
@@ -365,17 +429,24 @@ class SQLiteStore(LocalStore):
         lock: LockRequest | None = None,
     ) -> LoadResult:
         # One plain read; a write (a due touch, a lease) only when the step
-        # asks for one, as a compare-and-set on the row just read.
-        conn = self._conn()
+        # asks for one, as a compare-and-set on the row just read. Rejected
+        # for a locking load: the compare-and-set on the remembered row without
+        # the SELECT (a statement less in one process, but under a non-sticky
+        # balancer the row was mostly written by another process since, and a
+        # missed compare-and-set costs a write lock and the transaction).
+        state = self._thread()
+        where = (key.app_id, key.id_hash)
         try:
-            row = conn.execute(_sql.SQLITE_SELECT, (key.app_id, key.id_hash)).fetchone()
+            seen = self._read(state, where)
         except sqlite3.Error as exc:
-            self._forget(key)
+            state.seen.pop(where, None)
             raise StoreUnavailable(self.url, str(exc)) from exc
-        seen = _Seen(row, _row_to_record(row))
-        self._remember(key, seen)
         return self._attempt(
-            conn, key, lambda r: load_step(r, now=now, touch=touch, lock=lock), seen, fresh=True
+            state,
+            where,
+            lambda r: load_step(r, now=now, touch=touch, lock=lock),
+            seen,
+            fresh=True,
         )
 
     def create(
@@ -384,9 +455,10 @@ class SQLiteStore(LocalStore):
         # A new id is as good as never taken: try the step on "no row" first
         # (an INSERT that does nothing when some row holds the key, after
         # which the transaction reads that row and refuses).
-        self._conn()
-        if (key.app_id, key.id_hash) not in self._seen():
-            self._remember(key, _ABSENT)
+        state = self._thread()
+        where = (key.app_id, key.id_hash)
+        if where not in state.seen:
+            self._remember(state, where, _ABSENT)
         return super().create(key, record, now=now, lock=lock)
 
     def wait_unlocked(self, key: RecordKey, timeout: float) -> None:
@@ -400,26 +472,26 @@ class SQLiteStore(LocalStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
         for row in rows:
-            rec = _row_to_record(row[2:])
+            rec = _seen_of(row[2:], None).rec
             assert rec is not None
             yield rec.info(RecordKey(row[0], row[1]))
 
     def purge(self, *, now: float, grace: float, limit: int = 1000) -> int:
         try:
             with _transaction(self._conn(), immediate=True) as conn:
-                cursor = conn.execute(_sql.SQLITE_PURGE, (now - grace, limit, now - grace))
+                cutoff = now - grace
+                cursor = conn.execute(_sql.SQLITE_PURGE, (cutoff, cutoff, limit, cutoff))
                 return cursor.rowcount
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
 
     def purge_ended(self, *, now: float, grace: float, limit: int = 1000) -> list[Ended]:
         """As ``purge``, returning what each deleted record held (one DELETE ... RETURNING)."""
-        from ..cluster._statements import SQLITE_PURGE_RETURNING
-
+        cutoff = now - grace
         try:
             with _transaction(self._conn(), immediate=True) as conn:
                 rows = conn.execute(
-                    SQLITE_PURGE_RETURNING, (now - grace, limit, now - grace)
+                    _sql.SQLITE_PURGE_RETURNING, (cutoff, cutoff, limit, cutoff)
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
@@ -429,19 +501,116 @@ class SQLiteStore(LocalStore):
         ]
 
     def close(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.close()
+        state: _Thread | None = getattr(self._local, "state", None)
+        if state is not None and state.generation == _generation:
+            state.conn.close()
         self._local = threading.local()
 
 
+def _put(conn: sqlite3.Connection, where: Where, old: _Seen, new: StoredRecord) -> _Seen | None:
+    """Write ``new`` over ``old`` by one compare-and-set; the row written, None on a miss.
+
+    ``old.check`` None: there was no row, so an INSERT with a new revision
+    (which does nothing when some row holds the key). A write that keeps the
+    fields and the tombstone flag (a touch, a lease) sends no blob, one that
+    changes the lease alone sets nothing else (``_sql.SQLITE_SAVE_LEASE``),
+    and ``purge_after`` is named only when it moves (``_PURGE_SLACK``): SQLite
+    rewrites the index of every column a SET names.
+    """
+    check = old.check
+    expires = new.expires
+    if check is None:
+        revision = _new_revision()
+        blob = pack_fields(new.fields, new.field_versions)
+        purge_after = expires
+        cursor = conn.execute(
+            _sql.SQLITE_INSERT,
+            (*where, revision, new.version, new.accessed, expires, new.lease_token,
+             new.lease_until, new.created, new.absolute_expires, int(new.invalidated),
+             purge_after, blob),
+        )  # fmt: skip
+    else:
+        revision = check[0]
+        rec = old.rec
+        assert rec is not None and old.blob is not None
+        purge_after = old.purge_after  # what the row holds, unless moved below
+        moved = not purge_after <= expires <= purge_after + _PURGE_SLACK
+        if (
+            new.fields is rec.fields
+            and new.field_versions is rec.field_versions
+            and new.invalidated == rec.invalidated
+            and new.created == rec.created
+            and new.absolute_expires == rec.absolute_expires
+        ):
+            blob = old.blob
+            if new.version == rec.version and new.accessed == rec.accessed and (
+                expires == rec.expires
+            ):
+                cursor = conn.execute(
+                    _sql.SQLITE_SAVE_LEASE, (new.lease_token, new.lease_until, *where, *check)
+                )
+            elif moved:
+                purge_after = expires
+                cursor = conn.execute(
+                    _sql.SQLITE_SAVE_META_PURGE,
+                    (new.version, new.accessed, expires, new.lease_token, new.lease_until,
+                     purge_after, *where, *check),
+                )  # fmt: skip
+            else:
+                cursor = conn.execute(
+                    _sql.SQLITE_SAVE_META,
+                    (new.version, new.accessed, expires, new.lease_token, new.lease_until,
+                     *where, *check),
+                )  # fmt: skip
+        else:
+            blob = pack_fields(new.fields, new.field_versions)
+            values = (new.version, new.accessed, expires, new.lease_token, new.lease_until,
+                      new.created, new.absolute_expires, int(new.invalidated), blob)  # fmt: skip
+            if moved:
+                purge_after = expires
+                moving = (*values, purge_after)
+                cursor = conn.execute(_sql.SQLITE_SAVE_PURGE, (*moving, *where, *check))
+            else:
+                cursor = conn.execute(_sql.SQLITE_SAVE, (*values, *where, *check))
+    if cursor.rowcount != 1:
+        return None
+    written = (revision, new.version, new.accessed, expires, new.lease_token, new.lease_until)
+    return _Seen(written, new, blob, purge_after)
+
+
+def _outdated(conn: sqlite3.Connection) -> bool:
+    """Whether shoal's table lacks a column of this layout (one catalog read)."""
+    return len(conn.execute(_sql.SQLITE_LAYOUT).fetchall()) < 2
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring shoal's table of an older layout up to this one (inside BEGIN IMMEDIATE)."""
+    present = {name for (name,) in conn.execute(_sql.SQLITE_LAYOUT)}
+    for column, statements in (
+        ("revision", _sql.SQLITE_ADD_REVISION),
+        ("purge_after", _sql.SQLITE_ADD_PURGE_AFTER),
+    ):
+        if column not in present:
+            for statement in statements:
+                conn.execute(statement)
+    for statement in _sql.SQLITE_INDEXES:
+        conn.execute(statement)
+
+
+def _migrate_in_transaction(conn: sqlite3.Connection) -> None:
+    with _transaction(conn, immediate=True):
+        _migrate(conn)
+
+
 def _prepare(conn: sqlite3.Connection) -> None:
-    """Put a new connection in WAL mode and make sure the schema exists.
+    """Put a new connection in WAL mode and make sure the schema exists and is current.
 
     Every new connection re-checks the schema: a database file that was lost
-    and recreated must work again without a restart. The journal mode is only
-    switched when it is not WAL yet, because the switch needs an exclusive
-    lock that a busy database refuses at once, without the busy timeout.
+    and recreated must work again without a restart, and a database of an
+    older layout is migrated by the first connection that opens it. The
+    journal mode is only switched when it is not WAL yet, because the switch
+    needs an exclusive lock that a busy database refuses at once, without
+    the busy timeout.
     """
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
@@ -449,6 +618,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
     with _transaction(conn, immediate=True):
         for statement in _sql.SQLITE_SCHEMA:
             conn.execute(statement)
+        _migrate(conn)
 
 
 def _retry_busy(action: Callable[[], None], *, deadline: float) -> None:
@@ -467,51 +637,6 @@ def _retry_busy(action: Callable[[], None], *, deadline: float) -> None:
             if not busy or time.monotonic() >= deadline:
                 raise
         time.sleep(random.uniform(0.001, 0.01))
-
-
-_SWAPS: dict[tuple[int, ...], str] = {}
-
-
-def _swap_statement(changed: tuple[int, ...]) -> str:
-    """SQLITE_SWAP setting the columns at these indexes of ``_sql.SQLITE_COLUMNS``."""
-    statement = _SWAPS.get(changed)
-    if statement is None:
-        columns = ", ".join(
-            _sql.SQLITE_SWAP_SET.format(column=_sql.SQLITE_COLUMNS[i]) for i in changed
-        )
-        statement = _SWAPS[changed] = _sql.SQLITE_SWAP.format(set=columns)
-    return statement
-
-
-def _row(rec: StoredRecord, blob: bytes) -> Row:
-    """``rec`` as the columns a SELECT will return once it is written."""
-    return (
-        rec.version,
-        float(rec.created),
-        float(rec.accessed),
-        float(rec.expires),
-        float(rec.absolute_expires),
-        int(rec.invalidated),
-        rec.lease_token,
-        float(rec.lease_until),
-        blob,
-    )
-
-
-def _as_read(rec: StoredRecord, row: Row) -> StoredRecord:
-    """``rec`` as reading ``row`` back would give it, without unpacking the blob."""
-    return StoredRecord(
-        version=row[0],
-        created=row[1],
-        accessed=row[2],
-        expires=row[3],
-        absolute_expires=row[4],
-        fields=rec.fields,
-        field_versions=rec.field_versions,
-        invalidated=bool(row[5]),
-        lease_token=row[6],
-        lease_until=row[7],
-    )
 
 
 class _transaction:
