@@ -47,7 +47,7 @@ from .ids import hash_id, session_ref
 from ._steps import BASE, Steps, StepsStore, call
 from .sealing import Sealer, Secret
 from .session import TOKEN_PREFIX
-from .stores._state import (
+from .stores.state import (
     StoredRecord,
     apply_step,
     create_step,

@@ -11,7 +11,7 @@ from shoal import CookieOptions
 from shoal.codec import JsonCodec, encode_field
 from shoal.ids import hash_id, new_id
 from shoal.replica import Replicator, wire_gen
-from shoal.stores._state import StoredRecord
+from shoal.stores.state import StoredRecord
 from shoal.stores.base import RecordKey
 from shoal.transports import (
     COOKIE_BUDGET,

@@ -16,7 +16,7 @@ import pytest
 from shoal import ConfigError, StoreUnavailable
 from shoal.stores import open_store
 from shoal.stores._lockfile import ORPHAN_AGE, Mutex
-from shoal.stores._state import StoredRecord
+from shoal.stores.state import StoredRecord
 from shoal.stores.base import ApplyStatus, Change, LoadStatus, RecordKey
 from shoal.stores.file import FileStore, decode_file, encode_file
 from tests.stores._records import IDLE, T0, new

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from shoal import SessionManager, StoreUnavailable
-from shoal.stores._state import StoredRecord, pack_record
+from shoal.stores.state import StoredRecord, pack_record
 from shoal.stores.base import Change, LoadStatus, NewRecord, RecordKey
 from shoal.stores.dbm import DbmStore, encode_key
 from shoal.stores.file import FileStore, encode_file

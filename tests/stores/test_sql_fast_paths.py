@@ -250,7 +250,7 @@ def test_sqlite_lease_alone_leaves_a_lagging_purge_after_to_the_next_save(
     path: str, store: SQLiteStore
 ) -> None:
     """A row the old code inserted (purge_after 0): a lease write leaves it, the save moves it."""
-    from shoal.stores._state import pack_fields
+    from shoal.stores.state import pack_fields
 
     store.migrate()
     check = sqlite3.connect(path, isolation_level=None)

@@ -53,7 +53,7 @@ _FIRST_LAYOUT = """
 def test_a_database_of_the_first_layout_is_migrated_and_keeps_its_sessions(
     tmp_path: Path,
 ) -> None:
-    from shoal.stores._state import pack_fields
+    from shoal.stores.state import pack_fields
     from shoal.stores.base import ApplyStatus, Change, LoadStatus
 
     path = tmp_path / "old.db"

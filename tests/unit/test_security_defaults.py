@@ -60,7 +60,7 @@ def test_no_pickle_anywhere() -> None:
 # Comparisons with == that name a token or digest, each not a client's secret.
 _NOT_SECRETS = {
     "stores/_lockfile.py": "current.token != token",  # lease tokens: made and kept by the server
-    "stores/_state.py": "lease_token",  # the same, in the local stores' records
+    "stores/state.py": "lease_token",  # the same, in the local stores' records
     "transports.py": "_digest(wire) != digest",  # a public checksum of the client's own chunks
 }
 

@@ -23,7 +23,6 @@ __all__ = [
     "SQLITE_EVENTS_READ",
     "SQLITE_EVENTS_SCHEMA",
     "SQLITE_EVENTS_FIRST",
-    "SQLITE_PURGE_RETURNING",
 ]
 
 # -- SQLite (cluster/_sqlite_channel.py) --------------------------------------
@@ -93,16 +92,6 @@ PG_EVENT_VALUES_PRUNE = """
 # between a read and a delete would otherwise be announced with old values
 # (or its record deleted unannounced). Same rows and re-check as the plain
 # purges in stores/_sql.py.
-
-# In: cutoff (now - grace), limit, cutoff. Out: (app_id, id_hash, invalidated,
-# fields blob) per deleted row. One DELETE ... RETURNING (SQLite >= 3.35).
-SQLITE_PURGE_RETURNING = """
-    DELETE FROM shoal_sessions
-    WHERE (app_id, id_hash) IN (
-        SELECT app_id, id_hash FROM shoal_sessions WHERE expires <= ? LIMIT ?
-    ) AND expires <= ?
-    RETURNING app_id, id_hash, invalidated, fields
-"""
 
 # Template: {table}. In: cutoff, limit. Out: (app_id, id_hash, invalidated,
 # fields::text) per deleted row. One statement; SKIP LOCKED as PG_PURGE.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._state import (
+from .state import (
     DELETE,
     StoredRecord,
     apply_step,

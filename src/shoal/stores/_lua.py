@@ -1,6 +1,6 @@
 """Every Lua script of the Redis store, each with a header: KEYS, ARGV, returns, atomicity.
 
-The scripts restate the pure steps of ``stores/_state.py`` (the reference the
+The scripts restate the pure steps of ``stores/state.py`` (the reference the
 local stores run) one for one, so the contract suite holds Redis to the same
 rules. Redis runs a script atomically: no other command of any client runs
 between its first and last ``redis.call``, on a standalone server and on the
@@ -22,7 +22,7 @@ session key can collide with a meta field.
 Numbers. Times are float seconds that the caller passes as ARGV strings
 (Python ``repr``: shortest exact form). Redis' Lua 5.1 numbers are IEEE
 doubles like Python floats and ``tonumber`` parses them exactly, so ``now +
-idle``, ``min`` and ``<=`` give bit-identical results to ``_state.py``. Lua
+idle``, ``min`` and ``<=`` give bit-identical results to ``state.py``. Lua
 would print a number with ``%.14g`` (``tostring`` and ``redis.call``
 arguments), which loses digits: every computed time is therefore stored
 through ``fmt`` (``%.17g``, exact), and a time handed in by the caller is
@@ -107,7 +107,7 @@ def _script(body: str) -> str:
 
 LOAD: Final = _script("""
 -- LOAD: read a live record; touch it when due; take its lease when asked.
--- Restates _state.load_step.
+-- Restates state.load_step.
 -- KEYS[1]  the record hash
 -- ARGV[1]  now                   ARGV[2]  '1' touch requested, else '0'
 -- ARGV[3]  touch.if_accessed_before       ARGV[4]  touch.idle_timeout
@@ -164,7 +164,7 @@ return {'loaded', all}
 
 CREATE: Final = _script("""
 -- CREATE: create-if-absent; any existing record, even a tombstone, wins.
--- Restates _state.create_step.
+-- Restates state.create_step.
 -- KEYS[1]  the record hash
 -- ARGV[1]  now        ARGV[2]  created     ARGV[3]  expires
 -- ARGV[4]  absolute_expires                ARGV[5]  grace
@@ -190,7 +190,7 @@ return 1
 
 APPLY: Final = _script("""
 -- APPLY: check every condition of a Change, then write all of it, or nothing.
--- Restates _state.apply_step: liveness, lease fencing, record CAS, per-key
+-- Restates state.apply_step: liveness, lease fencing, record CAS, per-key
 -- expectations, then replace/delete/set with per-key versions, the idle
 -- expiry reset, and the lease release.
 -- KEYS[1]  the record hash
@@ -285,7 +285,7 @@ return {'ok', version}
 
 INVALIDATE: Final = _script("""
 -- INVALIDATE: replace a live record by a tombstone kept until its absolute
--- expiry (+ grace natively). Restates _state.invalidate_step.
+-- expiry (+ grace natively). Restates state.invalidate_step.
 -- KEYS[1]  the record hash
 -- ARGV[1]  now   ARGV[2]  grace
 -- ARGV[3]  '1' a lease_token is given, else '0'   ARGV[4]  lease_token
@@ -309,7 +309,7 @@ return 1
 
 UNLOCK: Final = _script("""
 -- UNLOCK: free the lease if ARGV[1] holds it (even an expired one), and wake
--- waiters. Restates _state.unlock_step.
+-- waiters. Restates state.unlock_step.
 -- KEYS[1]  the record hash
 -- ARGV[1]  lease token   ARGV[2]  publish command ('PUBLISH' or 'SPUBLISH')
 -- Returns  1 when the lease was freed, else 0 (nothing written)
@@ -322,7 +322,7 @@ return 1
 """)
 
 RENEW: Final = _script("""
--- RENEW: extend a lease the token still holds. Restates _state.renew_step.
+-- RENEW: extend a lease the token still holds. Restates state.renew_step.
 -- KEYS[1]  the record hash
 -- ARGV[1]  lease token   ARGV[2]  now   ARGV[3]  lease (seconds)
 -- Returns  1 when extended to now + lease; 0 when the lease was lost, the
@@ -349,7 +349,7 @@ return 1
 
 PURGE: Final = _script("""
 -- PURGE: delete one record found by SCAN if it expired more than grace ago.
--- Restates _state.is_purgeable, re-checked here at the moment of deleting.
+-- Restates state.is_purgeable, re-checked here at the moment of deleting.
 -- KEYS[1]  a key SCAN matched with the store's prefix
 -- ARGV[1]  now   ARGV[2]  grace
 -- Returns  1 when deleted, else 0 (not a record, or still within grace)

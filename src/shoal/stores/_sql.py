@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 # Schema: one row per session. ``fields`` is the packed field map (see
-# _state.pack_fields); metadata stays in columns. WITHOUT ROWID: the key is
+# state.pack_fields); metadata stays in columns. WITHOUT ROWID: the key is
 # the row. ``revision`` names one incarnation of a key: drawn at random
 # (odd, never 0) when the row is inserted and never changed by a write, so a
 # session deleted and created again under the same key is a different row to
@@ -696,10 +696,10 @@ PG_PURGE = """
 #
 # ``{table}`` is a validated, backquoted identifier; parameters are PyMySQL's
 # ``%(name)s`` (escaped client-side). The store runs the shared pure steps of
-# _state.py between a locking read and a write of one transaction (READ
+# state.py between a locking read and a write of one transaction (READ
 # COMMITTED, so a locking read of an absent row takes no gap lock), the way
 # SQLite does: the rules are written once, in Python. Fields are the packed
-# map of _state.pack_fields, as in SQLite. With CLIENT.MULTI_STATEMENTS the
+# map of state.pack_fields, as in SQLite. With CLIENT.MULTI_STATEMENTS the
 # transaction costs two round trips: "START TRANSACTION; SELECT ... FOR
 # UPDATE", then "UPDATE ...; COMMIT" (or "COMMIT" alone). Rejected: a
 # one-statement restatement in SQL as for PostgreSQL; MySQL has no

@@ -3,7 +3,7 @@
 Parity with mod_python's ``DbmSession``: all sessions in one dbm database
 (``dbm.gnu``, else ``dbm.ndbm``, else the pure-Python ``dbm.dumb``: whatever
 this Python has; an existing database keeps the kind it was made with), one
-key per ``(app_id, id_hash)`` whose value is ``_state.pack_record``.
+key per ``(app_id, id_hash)`` whose value is ``state.pack_record``.
 
 One host only. Every operation holds the database's lock file (``<path>.lock``,
 the ``_lockfile`` mutex: no ``flock``/``fcntl``), so processes of one host
@@ -38,7 +38,7 @@ from ..errors import ConfigError, NotAStore, StoreUnavailable
 from ..ids import session_ref
 from ._local import LocalStore, Step
 from ._lockfile import Held, LockBusy, Mutex
-from ._state import DELETE, StoredRecord, is_purgeable, pack_record, unpack_record
+from .state import DELETE, StoredRecord, is_purgeable, pack_record, unpack_record
 from ._url import query_options, url_path
 from .base import RecordInfo, RecordKey
 

@@ -16,7 +16,7 @@ Every write goes to a unique temp file in the same directory, is fsynced,
 renamed over the record (atomic on POSIX filesystems and NFS) and the
 directory is fsynced, so a reader, on any host, sees the old or the new
 record, never a torn one. Every write runs the shared pure step of
-``_state.py`` under the session's mutex: a lock file created with
+``state.py`` under the session's mutex: a lock file created with
 ``O_CREAT|O_EXCL`` that names its owner and expiry, broken safely when its
 owner died (the argument is in ``_lockfile``). Nothing depends on
 ``flock``/``fcntl``.
@@ -45,7 +45,7 @@ from ..errors import ConfigError, NotAStore, StoreUnavailable
 from ..ids import session_ref
 from ._local import LocalStore, Step
 from ._lockfile import LockBusy, Mutex, sweep_orphan
-from ._state import DELETE, StoredRecord, is_purgeable, load_step, pack_record, unpack_record
+from .state import DELETE, StoredRecord, is_purgeable, load_step, pack_record, unpack_record
 from ._url import boolean, query_options, url_path
 from .base import LoadResult, LockRequest, RecordInfo, RecordKey, Touch
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from ..errors import ConfigError
 from ._local import LocalStore, Step
-from ._state import DELETE, StoredRecord, is_purgeable
+from .state import DELETE, StoredRecord, is_purgeable
 from ._url import mask_url, query_options, split_url
 from .base import Ended, RecordInfo, RecordKey
 

@@ -1,6 +1,6 @@
 """``mysql://`` (and ``mariadb://``): sessions in one InnoDB table, through PyMySQL.
 
-Same semantics as every store: the contract's pure steps (``_state.py``) run
+Same semantics as every store: the contract's pure steps (``state.py``) run
 between a locking read and a write of one InnoDB transaction, as SQLite runs
 them under ``BEGIN IMMEDIATE``. With multi-statements a write operation costs
 two round trips ("START TRANSACTION; SELECT ... FOR UPDATE", then
@@ -37,7 +37,7 @@ from pymysql.constants import CLIENT  # type: ignore[import-untyped,unused-ignor
 from ..errors import ConfigError, NotAStore, StoreUnavailable
 from . import _sql
 from ._local import LocalStore, Step
-from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
+from .state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
 from ._url import host_ports, mask_url, query_options, seconds, split_url, table_name
 from .base import (
     Ended,

@@ -2,7 +2,7 @@
 
 Each contract operation is ONE SQL statement on an autocommit connection
 from a psycopg_pool pool, so one round trip and one implicit transaction:
-the checks of ``_state.py`` (live, not a tombstone, lease, record version,
+the checks of ``state.py`` (live, not a tombstone, lease, record version,
 per-key versions) are restated in SQL next to the write they guard (see the
 PostgreSQL section of ``_sql.py``). A load that needs no lease and is not
 due a touch is one plain SELECT; a due touch adds one UPDATE, at most once
@@ -66,7 +66,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, NotAStore, StoreUnavailable
 from . import _sql
-from ._state import StoredRecord, load_step
+from .state import StoredRecord, load_step
 from ._url import (
     boolean, host_ports, mask_url, query_options, seconds, split_url, table_name,
 )
@@ -292,7 +292,7 @@ def _json(value: object) -> str:
 
 
 def _record(row: tuple[Any, ...] | list[Any]) -> StoredRecord:
-    """A row of ``_PG_COLUMNS`` as the pure model of ``_state.py``."""
+    """A row of ``_PG_COLUMNS`` as the pure model of ``state.py``."""
     (version, created, accessed, expires, absolute, invalidated, token, until, blob) = row
     fields: dict[str, bytes] = {}
     versions: dict[str, int] = {}

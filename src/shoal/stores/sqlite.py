@@ -1,7 +1,7 @@
 """``sqlite:///path``: the embedded default, shared by every process of one host.
 
 WAL mode lets readers run beside one writer. Every operation runs the shared
-pure step of ``_state.py`` on a row read earlier and writes its outcome back
+pure step of ``state.py`` on a row read earlier and writes its outcome back
 with ONE autocommit compare-and-set UPDATE, which only writes while the row
 still has the revision, version, times and lease the step saw
 (``_sql.SQLITE_SAVE``); a load reads the row with one plain SELECT, and
@@ -43,7 +43,7 @@ from urllib.parse import quote, unquote
 from ..errors import ConfigError, NotAStore, StoreUnavailable
 from . import _sql
 from ._local import LocalStore, Step
-from ._state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
+from .state import DELETE, StoredRecord, load_step, pack_fields, unpack_fields
 from ._url import mask_url, query_options, seconds, split_url, url_path
 from .base import Ended, LoadResult, LockRequest, NewRecord, RecordInfo, RecordKey, Touch
 

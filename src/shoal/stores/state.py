@@ -1,7 +1,9 @@
 """The store contract as pure steps, shared by stores that run in-process.
 
 memory, sqlite, file and dbm stores each take their own lock or transaction,
-read one ``StoredRecord``, call a step below, and write back what it returns.
+read one ``StoredRecord``, call a step below, and write back what it returns;
+the replica (``shoal.replica``) runs the same steps on a session held by the
+client alone, so this module is public within the package.
 The rules of ``base.py`` are therefore written once for all of them; Redis
 and PostgreSQL restate the same steps in Lua and SQL, and the one contract
 suite holds all of them to the same behaviour.
