@@ -11,10 +11,10 @@ so there is no second copy of the algorithm to drift (STYLE.md rule 3).
 An operation is a plain tuple ``(role, name, args, kwargs)``: ``role`` says
 which store answers it (``SESSION``: this request's store, which may be the
 replica's view of the store; ``BASE``: the manager's store itself), ``name``
-the ``Store`` method. ``CALL`` operations carry a blocking function that is
+the ``Store`` method. ``call(...)`` operations carry a blocking function that is
 not a store method (publishing an event): ``run`` calls it, ``arun`` runs it
 in a store thread. A store object that is itself written as steps (the
-replica's per-request view, ``is_steps = True``) is driven by a nested run.
+replica's per-request view, a ``StepsStore``) is driven by a nested run.
 
 Why tuples built by ``StoreRef`` methods rather than one class per
 operation: a request makes two or three of them. A first version with an
@@ -35,7 +35,7 @@ from .errors import SessionStateError
 from .stores.base import Change, LockRequest, NewRecord, RecordKey, Touch
 
 __all__ = [
-    "BASE", "CALL", "SESSION", "OffLoop", "Op", "Steps", "StepsStore", "StoreRef", "arun", "call", "run",
+    "BASE", "SESSION", "OffLoop", "Op", "Steps", "StepsStore", "StoreRef", "arun", "call", "run",
 ]
 
 _T = TypeVar("_T")
@@ -94,7 +94,6 @@ SESSION: Final = StoreRef(SESSION_ROLE)
 """This request's store: the manager's, or the replica's view of it."""
 BASE: Final = StoreRef(BASE_ROLE)
 """The manager's store itself (the principal index, the replica view's own calls)."""
-CALL: Final = CALL_ROLE
 
 
 def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Op:

@@ -566,9 +566,7 @@ class SessionManager:
         if near:
             return (yield from self._load_near(key, now, touch))
         op = SESSION.load(key, now=now, touch=touch)
-        result: LoadResult = (
-            (yield op) if self._hub.metrics is None else (yield from self._measured("load", op))
-        )
+        result: LoadResult = yield from self._measured("load", op)  # None metrics: just the load
         return result
 
     def _load_near(self, key: RecordKey, now: float, touch: Touch | None) -> Steps[LoadResult]:
