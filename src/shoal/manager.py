@@ -89,6 +89,9 @@ class CommitOutcome:
     clear_replica: bool = False
 
 
+_SEND_NOTHING: Final = CommitOutcome()  # immutable: one shared by every such commit
+
+
 @dataclass(slots=True)
 class _Handle:
     """The manager's bookkeeping for one open session."""
@@ -309,6 +312,10 @@ class SessionManager:
         # own ``transport=`` wins over it.
         self.transport: Transport | None = None
         self.transport = transport_for(self, transport) if transport is not None else None
+        # The session's callbacks, bound once: methods that find the request's
+        # handle on the session, so a request builds no closure and no bound
+        # method for them (issue 11, docs/benchmarks.md).
+        self._hooks = (self._load, self._renew, self._consume, self._aconsume, self._arenew)
 
     def __repr__(self) -> str:
         keys = f", {len(self._secret_keys)} secret keys" if self._secret_keys else ""
@@ -438,23 +445,21 @@ class SessionManager:
             session._loader = None
 
     def _session(self, handle: _Handle, read_only: bool) -> Session:
+        hooks = self._hooks
         session = Session(
             codec=self.codec,
             clock=self.clock,
             read_only=read_only,
-            # Bound methods that find the handle on the session: no closure
-            # built per request (measured: docs/benchmarks.md, issue 11).
-            loader=self._load,
+            loader=hooks[0],
             on_lock=_serialize,
-            on_renew=self._renew,
+            on_renew=hooks[1],
             max_session_bytes=self.max_session_bytes,
             max_keys=self.max_keys,
         )
         session._handle = handle  # type: ignore[attr-defined]
         if self.replica != "only":
-            session._consume = self._consume
-            session._aconsume = self._aconsume
-        session._on_arenew = self._arenew
+            session._consume, session._aconsume = hooks[2], hooks[3]
+        session._on_arenew = hooks[4]
         return session
 
     def _async_store(self) -> AsyncStore:
@@ -497,7 +502,7 @@ class SessionManager:
                 if late or self.touch_interval is None
                 else Touch(now - self.touch_interval, self.idle_timeout)
             )
-            locked = handle.policy.locks and not session.read_only and not late
+            locked = handle.policy is Policy.SERIALIZED and not session.read_only and not late
             near = self._hub.near_cache is not None and session.read_only
             if locked or near or self._hub.metrics is not None:
                 result = yield from self._load_key(key, handle, now, touch, locked=locked, near=near)
@@ -798,7 +803,6 @@ class SessionManager:
     def _save(self, session: Session, handle: _Handle) -> Steps[CommitOutcome]:
         now = self.clock()
         key = handle.key
-        ref = session_ref(key.id_hash) if key else "new"
         # The client sent an id (malformed, unknown or ended) that loaded
         # nothing: clear its cookie, or the browser sends it forever.
         stale_client_id = handle.presented and key is None
@@ -825,7 +829,7 @@ class SessionManager:
             resend = key is not None and (
                 handle.redirected or (handle.touched and self.cookie.max_age is not None)
             )
-            return CommitOutcome(send_id=session.id if resend else None)
+            return CommitOutcome(send_id=session.id) if resend else _SEND_NOTHING
         if key is None or session.rotated:
             return (yield from self._create(session, handle, now))
         change = build_change(
@@ -843,7 +847,7 @@ class SessionManager:
             if self._hub.near_cache is not None:
                 yield from self._emit("updated", session, key.id_hash)
             resend = self.cookie.max_age is not None or handle.redirected
-            return CommitOutcome(send_id=session.id if resend else None)
+            return CommitOutcome(send_id=session.id) if resend else _SEND_NOTHING
         if result.status is ApplyStatus.GONE:
             # Rotated meanwhile by another request: the write lands on the new session.
             moved = yield from self._apply_moved(session, handle, change, now)
@@ -852,17 +856,17 @@ class SessionManager:
             # Invalidated or expired meanwhile: never re-create it.
             log.info(
                 "node %s: session %s ended during the request; its changes were dropped",
-                self.node_id, ref,
+                self.node_id, session_ref(key.id_hash),
             )  # fmt: skip
             return CommitOutcome(clear=True)
         yield from self._release(handle)
         if result.status is ApplyStatus.LOCK_LOST:
-            raise LockLost(ref)
+            raise LockLost(session_ref(key.id_hash))
         if self._hub.metrics is not None:
             self._hub.metrics.inc("conflicts")
         detail = {"keys": list(result.conflicts)}
         yield from self._emit("conflict", session, key.id_hash, detail=detail)
-        raise ConflictError(result.conflicts, ref)
+        raise ConflictError(result.conflicts, session_ref(key.id_hash))
 
     def _create(
         self, session: Session, handle: _Handle, now: float, *, fresh: bool = False

@@ -179,12 +179,6 @@ class Session(MutableMapping[str, Any]):
         # Lock requests go back to the manager, which owns policies and I/O.
         self._on_lock = on_lock
         self._on_renew = on_renew
-        # Deletes a once-only key in the store now; None without a store.
-        self._consume: Callable[[Session, str], bool] | None = None
-        # The awaitable twins, for a session of ``manager.abegin``.
-        self._aconsume: Callable[[Session, str], Awaitable[bool]] | None = None
-        self._on_arenew: Callable[[Session], Awaitable[None]] | None = None
-        self._flash_seq = 0
         self._values: dict[str, Any] = {}
         self._encoded = _Fields()
         self._expiry: dict[str, float] = {}
@@ -193,23 +187,32 @@ class Session(MutableMapping[str, Any]):
         self._written: set[str] = set()
         self._deleted: set[str] = set()
         self._stale: set[str] = set()  # per-key expired at load: delete on next save
-        self._id: str = ""
-        self._is_new = True
-        self._version = 0
-        self._created = self._accessed = self._expires = 0.0
-        self._invalidated = False
-        self._rotated = False
-        self._rotation_grace: float | None = None  # rotate(grace=...): None = the manager's
-        self._refresh = False  # refresh(): save at commit even when nothing changed
-        self._closed = False
-        self._committed = False
-        # Where the commit happens and what to do instead, for the message of a
-        # write that comes after it (the middleware and ``open`` say their own).
-        self._end_where = "by manager.commit()"
-        self._end_fix = "write before the commit"
-        # What was loaded, kept before the first change so that a rolled-back
-        # session reads as loaded; None while nothing changed (no copy).
-        self._at_load: tuple[dict[str, bytes], dict[str, float]] | None = None
+        # The rest starts as the class attributes below: a request sets only
+        # what it changes (issue 11: a session is made per request).
+
+    # Deletes a once-only key in the store now; None without a store.
+    _consume: Callable[[Session, str], bool] | None = None
+    # The awaitable twins, for a session of ``manager.abegin``.
+    _aconsume: Callable[[Session, str], Awaitable[bool]] | None = None
+    _on_arenew: Callable[[Session], Awaitable[None]] | None = None
+    _flash_seq = 0
+    _id = ""
+    _is_new = True
+    _version = 0
+    _created = _accessed = _expires = 0.0
+    _invalidated = False
+    _rotated = False
+    _rotation_grace: float | None = None  # rotate(grace=...): None = the manager's
+    _refresh = False  # refresh(): save at commit even when nothing changed
+    _closed = False
+    _committed = False
+    # Where the commit happens and what to do instead, for the message of a
+    # write that comes after it (the middleware and ``open`` say their own).
+    _end_where = "by manager.commit()"
+    _end_fix = "write before the commit"
+    # What was loaded, kept before the first change so that a rolled-back
+    # session reads as loaded; None while nothing changed (no copy).
+    _at_load: tuple[dict[str, bytes], dict[str, float]] | None = None
 
     # -- filled in by the manager ----------------------------------------
 
@@ -228,9 +231,19 @@ class Session(MutableMapping[str, Any]):
         self._id, self._is_new, self._version = session_id, is_new, version
         self._created, self._accessed, self._expires = created, accessed, expires
         self._versions = dict(field_versions)
-        now = self._clock()
         # Values are decoded on first use (``_decoded``): most requests read
-        # a few keys of a session, and many read none.
+        # a few keys of a session, and many read none. A field framed b"j"
+        # has no expiry of its own: the common case is checked without a call.
+        kept = None
+        for data in fields.values():
+            if data[:1] != b"j":
+                kept = self._unexpired(fields)
+                break
+        self._encoded = _Fields(fields if kept is None else kept)  # sized in one pass
+
+    def _unexpired(self, fields: Mapping[str, bytes]) -> dict[str, bytes]:
+        """``fields`` without the keys whose own expiry passed or whose frame is unknown."""
+        now = self._clock()
         kept = {}
         for key, data in fields.items():
             try:
@@ -244,7 +257,7 @@ class Session(MutableMapping[str, Any]):
             kept[key] = data
             if key_expires is not None:
                 self._expiry[key] = key_expires
-        self._encoded = _Fields(kept)  # sized in one pass, not key by key
+        return kept
 
     def _decoded(self, key: str) -> bool:
         """Decode ``key``'s stored value on first use; False when absent or undecodable."""
@@ -389,12 +402,13 @@ class Session(MutableMapping[str, Any]):
         """
         if not isinstance(key, str):
             raise TypeError(f"session keys are str, not {type(key).__name__}")
-        try:
-            key.encode("utf-8")
-        except UnicodeEncodeError:
-            # Every store keeps keys as UTF-8; refuse here, not with a 500 at save.
-            raise EncodeError(key, "the key is not valid UTF-8 text") from None
-        if _reserved(key):
+        if not key.isascii():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                # Every store keeps keys as UTF-8; refuse here, not with a 500 at save.
+                raise EncodeError(key, "the key is not valid UTF-8 text") from None
+        if key.startswith(RESERVED_PREFIX):
             raise ValueError(
                 f"session key {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved "
                 "for shoal's own values (flashes, tokens); choose another name"
@@ -402,16 +416,20 @@ class Session(MutableMapping[str, Any]):
         self._set(key, value, ttl)
 
     def _set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        self._check_writable()
-        self._ensure()
+        if self._closed or self._read_only:
+            self._check_writable()
+        if self._loader is not None:
+            self._meta()
         expires = None if ttl is None else self._clock() + ttl
         data = encode_field(self._codec, key, value, expires)
         self._check_limits(key, data)
-        self._keep_loaded()
+        if self._at_load is None:
+            self._keep_loaded()
         self._values[key] = value
         self._encoded[key] = data
         if expires is None:
-            self._expiry.pop(key, None)
+            if self._expiry:
+                self._expiry.pop(key, None)
         else:
             self._expiry[key] = expires
         self._written.add(key)
@@ -865,10 +883,12 @@ class Session(MutableMapping[str, Any]):
         bool, None, bytes) cannot have changed since it was read or set, so
         it is not encoded again (issue 11: one encode less per such key).
         """
-        values = self._values
-        for key in (self._read | self._written) - self._deleted:
+        values, deleted = self._values, self._deleted
+        # Read keys first, then written ones not read (no set built for the union).
+        read = self._read
+        for key in (*read, *(key for key in self._written if key not in read)):
             value = values.get(key, _MISSING)
-            if value is not _MISSING and type(value) not in _IMMUTABLE:
+            if value is not _MISSING and type(value) not in _IMMUTABLE and key not in deleted:
                 data = encode_field(self._codec, key, value, self._expiry.get(key))
                 if data != self._encoded[key]:
                     self._check_limits(key, data)  # at commit: names the key edited in place
