@@ -136,17 +136,17 @@ class _Opened:
     def _entered(self, session: Session) -> Session:
         if self._session is not None:
             raise SessionStateError("a manager.open() block can be entered once")
-        session._set_end(
-            "at the end of its `with manager.open()` block", "write inside the with block"
-        )
+        session._end_where = "at the end of its `with manager.open()` block"
+        session._end_fix = "write inside the with block"
         self._session = session
         return session
 
     def __enter__(self) -> Session:
         session_id, read_only, policy = self._args
-        return self._entered(
-            self._manager.begin(session_id, read_only=read_only, policy=policy, lazy=False)
-        )
+        manager = self._manager
+        session = manager._session(manager._handle(session_id, policy, None, False), read_only)
+        session._meta()  # begin(lazy=False)
+        return self._entered(session)
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         manager = self._manager
@@ -504,8 +504,10 @@ class SessionManager:
             )
             locked = handle.policy is Policy.SERIALIZED and not session.read_only and not late
             near = self._hub.near_cache is not None and session.read_only
-            if locked or near or self._hub.metrics is not None:
-                result = yield from self._load_key(key, handle, now, touch, locked=locked, near=near)
+            if locked:
+                result = yield from self._load_locked(key, touch, handle)
+            elif near or self._hub.metrics is not None:
+                result = yield from self._load_key(key, handle, now, touch, locked=False, near=near)
             else:  # the common load, without a generator of its own
                 result = yield SESSION.load(key, now=now, touch=touch)
             if result.status is LoadStatus.INVALIDATED:
@@ -522,7 +524,9 @@ class SessionManager:
             if result.status is LoadStatus.LOADED:
                 handle.key = key
         record = result.record
-        if record is not None and _ended(self.codec, record.fields, now):
+        if record is not None and LIFETIME_KEY in record.fields and _ended(
+            self.codec, record.fields, now
+        ):
             # Its own lifetime (set_lifetime(until=...)) passed, though a
             # touch kept the record: as expired, it is never loaded.
             yield from self._release(handle)
@@ -718,8 +722,9 @@ class SessionManager:
         metrics = self._hub.metrics
         while True:
             now = self.clock()
-            result: LoadResult = yield from self._measured(
-                "load", SESSION.load(key, now=now, touch=touch, lock=lock)
+            op = SESSION.load(key, now=now, touch=touch, lock=lock)
+            result: LoadResult = (
+                (yield op) if metrics is None else (yield from self._measured("load", op))
             )
             if result.status is not LoadStatus.LOCKED:
                 if result.status is LoadStatus.LOADED:
@@ -806,7 +811,7 @@ class SessionManager:
         # The client sent an id (malformed, unknown or ended) that loaded
         # nothing: clear its cookie, or the browser sends it forever.
         stale_client_id = handle.presented and key is None
-        if session.invalidated:
+        if session._invalidated:
             # Logout always wins, lease or not; the tombstone drops any lease.
             # It goes first, so a failure below never leaves the old id alive.
             if key is not None:
@@ -830,7 +835,7 @@ class SessionManager:
                 handle.redirected or (handle.touched and self.cookie.max_age is not None)
             )
             return CommitOutcome(send_id=session.id) if resend else _SEND_NOTHING
-        if key is None or session.rotated:
+        if key is None or session._rotated:
             return (yield from self._create(session, handle, now))
         change = build_change(
             handle.policy,

@@ -54,7 +54,8 @@ def build_change(
     # would copy each into a frozenset first (issue 11).
     written = session._written
     # Keys whose per-key expiry passed are dropped on the next save.
-    deleted = session._deleted | (session._stale - written)
+    stale = session._stale
+    deleted = session._deleted | (stale - written) if stale else session._deleted
     if policy is Policy.LOSSY:
         return Change(idle_timeout=idle_timeout, set=session._encoded_fields(), replace=True)
     changes = session._encoded_fields(written)

@@ -101,7 +101,11 @@ class _Fields(dict[str, bytes]):
     def __setitem__(self, key: str, value: bytes) -> None:
         if self._size is not None:
             old = dict.get(self, key)
-            self._size += _field_size(key, value) - (0 if old is None else _field_size(key, old))
+            # _field_size inlined: this runs at every write.
+            if old is None:
+                self._size += (len(key) if key.isascii() else len(key.encode("utf-8"))) + len(value)
+            else:
+                self._size += len(value) - len(old)
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
@@ -140,11 +144,14 @@ class _Fields(dict[str, bytes]):
     def size_with(self, key: str, data: bytes | None) -> tuple[int, int]:
         """``(size, number of keys)`` if ``key`` held ``data`` (None: were deleted)."""
         old = dict.get(self, key)
-        size = self.size - (0 if old is None else _field_size(key, old))
-        count = len(self) - (old is not None)
+        size = self.size
+        if old is None:
+            if data is None:
+                return size, len(self)
+            return size + _field_size(key, data), len(self) + 1
         if data is None:
-            return size, count
-        return size + _field_size(key, data), count + 1
+            return size - _field_size(key, old), len(self) - 1
+        return size - len(old) + len(data), len(self)
 
 
 class Flash(NamedTuple):
@@ -282,10 +289,6 @@ class Session(MutableMapping[str, Any]):
         # request with a 500.
         log.warning("session key %r cannot be decoded, skipped: %s", key, exc)
 
-    def _ensure(self) -> None:
-        """Load on first use; after the commit the manager loads it read-only."""
-        self._meta()
-
     def _meta(self) -> None:
         """Load on first use; data and metadata stay readable after the session closed."""
         loader, self._loader = self._loader, None
@@ -295,6 +298,9 @@ class Session(MutableMapping[str, Any]):
             except BaseException:
                 self._loader = loader  # a failed load may be retried
                 raise
+
+    # Load on first use; after the commit the manager loads it read-only.
+    _ensure = _meta
 
     def _check_writable(self) -> None:
         """Refuse a write to a closed or read-only session; no I/O, so call it first."""
@@ -339,7 +345,8 @@ class Session(MutableMapping[str, Any]):
         return self._get(key)
 
     def _get(self, key: str) -> Any:
-        self._ensure()
+        if self._loader is not None:
+            self._meta()
         self._read.add(key)
         self._expire_key(key)
         if not self._decoded(key):
@@ -611,6 +618,10 @@ class Session(MutableMapping[str, Any]):
 
     def _idle_timeout(self, default: float, now: float) -> float:
         """The idle timeout this session's next write passes to the store."""
+        if self._loader is not None:
+            self._meta()
+        if LIFETIME_KEY not in self._encoded:
+            return default
         own = self._lifetime()
         # Negative when the lifetime already passed: the record's expiry is
         # then in the past (purged once that is older than the grace period).
