@@ -136,11 +136,6 @@ class OffLoop:
         )
 
 
-def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> Op:
-    """The next operation of ``steps``, given the last one's answer or error."""
-    return steps.send(value) if error is None else steps.throw(error)
-
-
 def run(steps: Steps[_T], stores: Sequence[Any]) -> _T:
     """Drive ``steps`` to its result, answering each operation with a sync store call."""
     send, throw = steps.send, steps.throw
@@ -165,22 +160,28 @@ def run(steps: Steps[_T], stores: Sequence[Any]) -> _T:
 
 
 async def arun(steps: Steps[_T], stores: Sequence[Any]) -> _T:
-    """Drive ``steps`` to its result, awaiting each operation on an async store."""
-    from .stores._threaded import run_in_thread
+    """Drive ``steps`` to its result, awaiting each operation on an async store.
 
-    answer: tuple[Any, BaseException | None] = (None, None)
-    while True:
-        try:
-            role, name, args, kwargs = _advance(steps, *answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            if role == CALL_ROLE:
-                answer = (await run_in_thread(name, *args, **kwargs), None)
-                continue
-            target = stores[role]
-            called = getattr(target, name)(*args, **kwargs)
-            nested = isinstance(target, StepsStore)
-            answer = (await (arun(called, stores) if nested else called), None)
-        except BaseException as exc:  # noqa: BLE001 - cancellation too: finally blocks run
-            answer = (None, exc)
+    The same loop as ``run``, with each answer awaited.
+    """
+    send, throw = steps.send, steps.throw
+    try:
+        op = send(None)
+        while True:
+            role, name, args, kwargs = op
+            try:
+                if role == CALL_ROLE:
+                    from .stores._threaded import run_in_thread
+
+                    value = await run_in_thread(name, *args, **kwargs)
+                else:
+                    target = stores[role]
+                    called = getattr(target, name)(*args, **kwargs)
+                    nested = isinstance(target, StepsStore)
+                    value = await (arun(called, stores) if nested else called)
+            except BaseException as exc:  # noqa: BLE001 - cancellation too: finally blocks run
+                op = throw(exc)
+            else:
+                op = send(value)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

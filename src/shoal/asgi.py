@@ -121,9 +121,7 @@ class SessionDict(dict[str, Any]):
     def _refresh(self) -> None:
         """Copy the session's values into the dict's memory, without marking reads."""
         dict.clear(self)
-        values = self.session._values  # decoded by the iteration, not read by the app
-        for key in self.session:
-            dict.__setitem__(self, key, values[key])
+        dict.update(self, self.session._listed())
 
     # -- reads: through the session ---------------------------------------
 

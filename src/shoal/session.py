@@ -375,11 +375,24 @@ class Session(MutableMapping[str, Any]):
         self._deleted.add(key)
 
     def __iter__(self) -> Iterator[str]:
-        self._ensure()
-        for key in list(self._expiry):
-            self._expire_key(key)
-        # An undecodable key is not listed; shoal's own keys are not the user's.
-        return iter([k for k in list(self._encoded) if not _reserved(k) and self._decoded(k)])
+        return iter(self._listed())
+
+    def _listed(self) -> dict[str, Any]:
+        """What iteration lists, each key with its value decoded; no key counts as read.
+
+        An undecodable key is not listed; shoal's own keys are not the user's.
+        """
+        if self._loader is not None:
+            self._meta()
+        if self._expiry:
+            for key in list(self._expiry):
+                self._expire_key(key)
+        values = self._values
+        return {
+            key: values[key]
+            for key in list(self._encoded)
+            if not key.startswith(RESERVED_PREFIX) and self._decoded(key)
+        }
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -120,10 +120,14 @@ def async_twin(store: Store, url: str | None) -> AsyncStore:
     client on the event loop, the same breaker); any other store, or a
     store object handed over without a URL, is this very object with its
     calls in a store thread, so that sync and async requests see one data
-    set (two ``memory://`` stores would not).
+    set (two ``memory://`` stores would not). A ``MemoryStore`` is called on
+    the loop itself (``LoopStore``): none of its calls but a lock wait waits.
     """
     if url is not None and _entry(url)[0] in ASYNC_MODULES:
         return open_async_store(url)
-    from ._threaded import ThreadedStore
+    from ._threaded import LoopStore, ThreadedStore
+    from .memory import MemoryStore
 
+    if isinstance(store, MemoryStore):
+        return LoopStore(store, owned=False)  # no call of it waits on I/O
     return ThreadedStore(store, owned=False)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from ._forward import AsyncForwarder
 from .base import Store
 
-__all__ = ["ThreadedStore", "run_in_thread"]
+__all__ = ["LoopStore", "ThreadedStore", "run_in_thread"]
 
 _T = TypeVar("_T")
 
@@ -92,3 +92,26 @@ class ThreadedStore(AsyncForwarder):
             # do its I/O on the loop, one step at a time.
             return await run_in_thread(lambda: list(self.store.records(*args, **kwargs)))
         return await run_in_thread(getattr(self.store, name), *args, **kwargs)
+
+
+class LoopStore(ThreadedStore):
+    """An in-process store whose calls never wait (memory): called on the loop itself.
+
+    A ``MemoryStore`` call holds its lock for the few microseconds of one
+    dict update, as any code on the loop does; only ``wait_unlocked``
+    waits (for another request's lease), and it alone goes to a store
+    thread. Measured through the ASGI middleware on ``memory://``, two
+    thread hops per request cost ~4x the whole request (docs/benchmarks.md,
+    issue 11). Not for SQLite, dbm or the file store: their calls wait on
+    the disk and on other processes' locks.
+    """
+
+    def __repr__(self) -> str:
+        return f"<LoopStore {self.store!r}>"
+
+    async def _forward(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        if name in ("wait_unlocked", "aclose"):
+            return await super()._forward(name, *args, **kwargs)
+        if name == "records":
+            return list(self.store.records(*args, **kwargs))
+        return getattr(self.store, name)(*args, **kwargs)

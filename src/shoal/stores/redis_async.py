@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import _redis_protocol as proto
 from ._loopbound import PerLoop, aclose_all
+from ._redis_alane import AsyncLane
 from ._redis_protocol import DEFAULT_GRACE, DEFAULT_PREFIX, ERRORS, SCAN_COUNT, SCRIPTS
 from ._url import mask_url
 from .base import (
@@ -70,12 +71,15 @@ _FANOUT = 32
 
 @dataclass(frozen=True, slots=True)
 class _Client:
-    """One loop's client, and what closes with it (a Sentinel's sentinels)."""
+    """One loop's client, its lane (None on a Cluster), and what closes with it."""
 
     redis: Any  # redis.asyncio.Redis or RedisCluster (partly typed in redis-py)
+    lane: AsyncLane | None  # the session commands, on the client's pooled connections
     also_close: Sequence[Any]
 
     async def aclose(self) -> None:
+        if self.lane is not None:
+            await self.lane.give_back()
         for client in (self.redis, *self.also_close):
             try:
                 await client.aclose()
@@ -116,7 +120,10 @@ class AsyncRedisStore:
 
         def per_loop() -> _Client:
             made = connect()
-            return _Client(made.make(), made.also_close)
+            client = made.make()
+            # A Cluster client routes each key to its node: it keeps its own path.
+            lane = None if cluster else AsyncLane(client.connection_pool)
+            return _Client(client, lane, made.also_close)
 
         self._clients = PerLoop(per_loop)
 
@@ -135,8 +142,12 @@ class AsyncRedisStore:
 
     # -- plumbing -----------------------------------------------------------
 
-    def _redis(self) -> Any:
-        return self._clients.get().redis
+    async def _pool_client(self) -> Any:
+        """The client, for a call that takes the pool's connections itself (pub/sub, SCAN)."""
+        made = self._clients.get()
+        if made.lane is not None:
+            await made.lane.give_back()  # so the lane's idle connections cannot starve the pool
+        return made.redis
 
     async def _script(self, name: str, key: str, args: Sequence[Any], *, idempotent: bool = False) -> Any:
         """One EVALSHA of script ``name``: one round trip (two more the first time a server sees it)."""
@@ -144,12 +155,27 @@ class AsyncRedisStore:
 
     async def _evalsha(self, name: str, key: str, args: Sequence[Any]) -> Any:
         text, sha = SCRIPTS[name]
-        client = self._redis()
+        made = self._clients.get()
+        lane = made.lane
+        if lane is not None:
+            try:
+                return await lane.call("EVALSHA", sha, 1, key, *args)
+            except NoScriptError:  # once per server (and after SCRIPT FLUSH)
+                await lane.call("SCRIPT", "LOAD", text)
+                return await lane.call("EVALSHA", sha, 1, key, *args)
+        client = made.redis
         try:
             return await client.evalsha(sha, 1, key, *args)
-        except NoScriptError:  # once per server (and after SCRIPT FLUSH)
+        except NoScriptError:
             await client.script_load(text)
             return await client.evalsha(sha, 1, key, *args)
+
+    async def _hgetall(self, name: str) -> dict[bytes, bytes]:
+        """The record hash's fields (empty when absent): one HGETALL, one round trip."""
+        made = self._clients.get()
+        if made.lane is not None:
+            return proto.fields_of(await made.lane.call("HGETALL", name))
+        return proto.fields_of(await made.redis.hgetall(name))
 
     async def _call(self, do: Callable[[], Any], *, idempotent: bool = False) -> Any:
         """Await ``do()``; redis errors become StoreUnavailable, idempotent calls retried.
@@ -179,8 +205,8 @@ class AsyncRedisStore:
     ) -> LoadResult:
         name = self._layout.key(key)
         if lock is None:
-            found = await self._call(lambda: self._redis().hgetall(name), idempotent=True)
-            done = proto.loaded_from_hash(proto.fields_of(found), now, touch)
+            found = await self._call(lambda: self._hgetall(name), idempotent=True)
+            done = proto.loaded_from_hash(found, now, touch)
             if done is not None:
                 return done
         args = self._layout.load_args(now, touch, lock)
@@ -225,7 +251,7 @@ class AsyncRedisStore:
         deadline = loop.time() + max(0.0, timeout)
         name = self._layout.key(key)
         channel = self._layout.channel(name)
-        client = self._redis()
+        client = await self._pool_client()
         sharded = self._layout.publish == "SPUBLISH"
         pubsub = client.pubsub()
         # A Cluster's shard channels are read per node (redis-py's ClusterPubSub).
@@ -254,7 +280,8 @@ class AsyncRedisStore:
     async def _batches(self, pattern: str) -> AsyncIterator[list[bytes]]:
         """Keys matching ``pattern`` on every master, in batches of about SCAN_COUNT."""
         batch: list[bytes] = []
-        async for raw in self._redis().scan_iter(match=pattern, count=SCAN_COUNT):
+        client = await self._pool_client()
+        async for raw in client.scan_iter(match=pattern, count=SCAN_COUNT):
             batch.append(raw)
             if len(batch) >= SCAN_COUNT:
                 yield batch
@@ -269,7 +296,7 @@ class AsyncRedisStore:
         EVALSHA) concurrent calls instead, ``_FANOUT`` at a time so no node's
         connection limit is reached.
         """
-        client = self._redis()
+        client = await self._pool_client()
         if not self._cluster:
             pipe = client.pipeline(transaction=False)
             for k in keys:
@@ -288,7 +315,8 @@ class AsyncRedisStore:
 
     async def _loaded(self, text: str) -> str:
         """The SHA of ``text``, loaded on every master (for pipelined EVALSHA)."""
-        sha: str = await self._redis().script_load(text)
+        client = await self._pool_client()
+        sha: str = await client.script_load(text)
         return sha
 
     async def records(self, app_id: str | None = None) -> list[RecordInfo]:
