@@ -46,6 +46,10 @@ def parse_policy(value: str | Policy) -> Policy:
         raise ConfigError(f"unknown session policy {value!r}; valid: {valid}") from None
 
 
+# Read once: on Python 3.11 each ``Policy.X`` runs EnumType's lookup (issue 11).
+_LOSSY, _MERGE, _OPTIMISTIC = Policy.LOSSY, Policy.MERGE, Policy.OPTIMISTIC
+
+
 def build_change(
     policy: Policy, session: Session, *, idle_timeout: float, lease_token: str | None
 ) -> Change:
@@ -56,12 +60,12 @@ def build_change(
     # Keys whose per-key expiry passed are dropped on the next save.
     stale = session._stale
     deleted = session._deleted | (stale - written) if stale else session._deleted
-    if policy is Policy.LOSSY:
+    if policy is _LOSSY:
         return Change(idle_timeout=idle_timeout, set=session._encoded_fields(), replace=True)
     changes = session._encoded_fields(written)
-    if policy is Policy.MERGE:
+    if policy is _MERGE:
         return Change(idle_timeout=idle_timeout, set=changes, delete=deleted)
-    if policy is Policy.OPTIMISTIC:
+    if policy is _OPTIMISTIC:
         seen = session._field_versions()
         watched = session._read | written | deleted
         return Change(
