@@ -31,10 +31,11 @@ Rules every store follows (the contract suite checks them):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "ApplyResult",
@@ -54,6 +55,65 @@ __all__ = [
 ]
 
 
+T = TypeVar("T")
+
+
+class _Factory:
+    """The default of a field made by its ``default_factory`` (shown as dataclasses does)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()
+
+
+def _fast_init(cls: type[T]) -> type[T]:
+    """Give a frozen slots dataclass an ``__init__`` that writes its slots directly.
+
+    A frozen dataclass's own ``__init__`` sets each field through
+    ``object.__setattr__`` (its ``__setattr__`` refuses); this one calls each
+    slot's descriptor, with the same signature, defaults and factories, so
+    constructing costs about a third less (measured hot: ``Record`` 0.77 -> 0.49 us,
+    ``Change`` 1.03 -> 0.68 us; a request builds six of these). Everything
+    else stays the dataclass's: frozen, ``==``, ``hash``, ``repr``,
+    ``dataclasses.replace``. Generated as dataclasses generates its own.
+    Rejected: NamedTuples (they compare equal to plain tuples, iterate, and
+    ``dataclasses.replace`` refuses them); plain slots classes with a
+    hand-written ``__init__`` (mutable, or as slow as this once frozen).
+    """
+    params: list[str] = []
+    body: list[str] = []
+    namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
+    for i, f in enumerate(dataclasses.fields(cls)):  # type: ignore[arg-type]
+        if not f.init or f.kw_only:
+            raise TypeError(f"{cls.__name__}.{f.name}: _fast_init takes plain fields only")
+        namespace[f"_set{i}"] = cls.__dict__[f.name].__set__
+        value = f.name
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default{i}"] = f.default
+            params.append(f"{f.name}=_default{i}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory{i}"] = f.default_factory
+            params.append(f"{f.name}=_FACTORY")
+            value = f"_factory{i}() if {f.name} is _FACTORY else {f.name}"
+        else:
+            params.append(f.name)
+        body.append(f"    _set{i}(self, {value})")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: _fast_init does not call __post_init__")
+    exec(f"def __init__(self, {', '.join(params)}) -> None:\n" + "\n".join(body), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class RecordKey:
     """Where a session lives: the manager's namespace and the id's hash."""
@@ -62,6 +122,7 @@ class RecordKey:
     id_hash: str
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Touch:
     """Extend idle expiry when the last access is older than ``if_accessed_before``.
@@ -73,6 +134,7 @@ class Touch:
     idle_timeout: float
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class LockRequest:
     """Take (or keep) the record's lease for ``token`` until ``now + lease``."""
@@ -81,6 +143,7 @@ class LockRequest:
     lease: float
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Record:
     """A live session as the store holds it."""
@@ -102,6 +165,7 @@ class LoadStatus(enum.Enum):
     LOCKED = "locked"  # a LockRequest was refused: another holder's lease is live
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class LoadResult:
     """What ``load`` found. ``record`` is set only when ``status`` is LOADED.
@@ -114,6 +178,7 @@ class LoadResult:
     locked_until: float | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class NewRecord:
     """A session to create; its fields all get version 1, as does the record."""
@@ -124,6 +189,7 @@ class NewRecord:
     fields: Mapping[str, bytes] = field(default_factory=dict)
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """One atomic save: checks first, then writes, or nothing at all.
@@ -155,6 +221,7 @@ class ApplyStatus(enum.Enum):
     LOCK_LOST = "lock_lost"  # lease_token does not hold a live lease
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     status: ApplyStatus
@@ -162,6 +229,7 @@ class ApplyResult:
     conflicts: tuple[str, ...] = ()  # keys whose versions differed
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class RecordInfo:
     """Metadata of one stored record, for listing and admin tools."""
@@ -176,6 +244,7 @@ class RecordInfo:
     locked_until: float | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Ended:
     """A record ``purge_ended`` deleted, with what it held when deleted.

@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
 from typing import Any, TypeVar, Union
 
 import redis
@@ -86,6 +87,13 @@ class _Scripts:
         self.delete = reg(_lua.DELETE)
         self.purge = reg(_lua.PURGE)
         self.info = reg(_lua.INFO)
+
+
+# Each contract method's script, as ``_run`` picks it (made once, not a
+# lambda per call).
+_LOAD: Callable[[_Scripts], Script] = attrgetter("load")
+_CREATE: Callable[[_Scripts], Script] = attrgetter("create")
+_APPLY: Callable[[_Scripts], Script] = attrgetter("apply")
 
 
 class RedisStore:
@@ -277,7 +285,7 @@ class RedisStore:
         touch: Touch | None = None,
         lock: LockRequest | None = None,
     ) -> LoadResult:
-        name = self._key(key)
+        name = self._layout.key(key)
         if lock is None:
             # No lease to take: a plain HGETALL, the checks in Python
             # (proto.loaded_from_hash says why).
@@ -287,17 +295,17 @@ class RedisStore:
         # Idempotent even with a touch and a lease: a repeat with the same
         # ``now`` finds the touch done and the lease its own (re-entrant).
         args = self._layout.load_args(now, touch, lock)
-        return proto.load_reply(self._run(lambda s: s.load, name, args, idempotent=True))
+        return proto.load_reply(self._run(_LOAD, name, args, idempotent=True))
 
     def create(
         self, key: RecordKey, record: NewRecord, *, now: float, lock: LockRequest | None = None
     ) -> bool:
         args = self._layout.create_args(record, now, lock)
-        return bool(self._run(lambda s: s.create, self._key(key), args))
+        return bool(self._run(_CREATE, self._layout.key(key), args))
 
     def apply(self, key: RecordKey, change: Change, *, now: float) -> ApplyResult:
         args = self._layout.apply_args(change, now)
-        return proto.apply_reply(self._run(lambda s: s.apply, self._key(key), args))
+        return proto.apply_reply(self._run(_APPLY, self._layout.key(key), args))
 
     def invalidate(
         self, key: RecordKey, *, now: float, lease_token: str | None = None
