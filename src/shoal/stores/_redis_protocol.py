@@ -636,6 +636,10 @@ def _plan(url: str, options: dict[str, Any]) -> Plan:
     base = url.split("?", 1)[0]
     if scheme in ("redis", "rediss", "unix"):
         _check_standalone(url, scheme, parts)
+        if scheme == "unix":
+            # TCP keepalive means nothing on a Unix socket, and redis-py's
+            # Unix-socket connection refuses the option at its first command.
+            kwargs.pop("socket_keepalive", None)
         if db is not None:
             if scheme != "unix" and parts.path.strip("/"):
                 raise ConfigError(f"{mask_url(url)}: give the db in the path or db=, not both")
