@@ -509,8 +509,20 @@ class AsyncBreakerStore(AsyncForwarder):
         method = getattr(self.store, name)
         if name in _UNGATED:
             return await method(*args, **kwargs)
-        with Gate(self.breaker, self.url):
-            return await method(*args, **kwargs)
+        breaker = self.breaker
+        if not breaker._quiet:
+            with Gate(breaker, self.url):
+                return await method(*args, **kwargs)
+        # Quiet (closed, no failure counted): BreakerStore.load's steps.
+        started = breaker.clock()
+        try:
+            result = await method(*args, **kwargs)
+        except StoreUnavailable as exc:
+            breaker.failure(False, exc, elapsed=breaker.clock() - started)
+            raise
+        if not breaker._quiet:
+            breaker.success(False)
+        return result
 
 
 # Calls that tell nothing of the store's health (see the module docs).
