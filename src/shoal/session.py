@@ -908,9 +908,10 @@ class Session(MutableMapping[str, Any]):
         it is not encoded again (issue 11: one encode less per such key).
         """
         values, deleted = self._values, self._deleted
-        # Read keys first, then written ones not read (no set built for the union).
-        read = self._read
-        for key in (*read, *(key for key in self._written if key not in read)):
+        # The written set itself when nothing was read (no union built): a key
+        # marked written below is in it already, so it never grows meanwhile.
+        read, written = self._read, self._written
+        for key in (read | written) if read else written:
             value = values.get(key, _MISSING)
             if value is not _MISSING and type(value) not in _IMMUTABLE and key not in deleted:
                 data = encode_field(self._codec, key, value, self._expiry.get(key))
