@@ -115,8 +115,11 @@ def groups(servers: Servers, stack: ExitStack, django: Any) -> list[Group]:
     }
     if servers.redis_url is not None:
         url = servers.redis_url
+        # Made from the URL, as an application does: its async twin is then
+        # the native redis.asyncio store (a store object handed over has
+        # only the store-thread fallback).
         asgi.variants["shoal asgi redis merge"] = lambda: _peers.shoal_asgi(
-            _manager(stores(url), "merge", "asgi")
+            _manager(url, "merge", "asgi"), stack
         )
         asgi.variants["starsessions redis"] = lambda: _peers.starsessions("redis", url)
     result = [memory_group, asgi]

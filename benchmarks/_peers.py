@@ -24,6 +24,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -465,10 +466,16 @@ def starsessions(store_kind: str, redis_url: str | None = None) -> Request:
     )
 
 
-def shoal_asgi(manager: Any) -> Request:
+def shoal_asgi(manager: Any, stack: ExitStack | None = None) -> Request:
+    """shoal's ASGI middleware; with ``stack``, the manager's async clients closed at its end."""
     from shoal.asgi import SessionMiddleware
 
-    return asgi_contestant(SessionMiddleware(asgi_session_app(), manager))
+    client = AsgiClient(SessionMiddleware(asgi_session_app(), manager))
+    client("/fill")
+    if stack is not None:
+        # Its async twin's clients live on this client's loop: closed there.
+        stack.callback(lambda: client.loop.run_until_complete(manager.aclose()))
+    return lambda i: client("/")
 
 
 def tmp_dir(base: str, name: str) -> str:
