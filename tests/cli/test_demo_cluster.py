@@ -67,6 +67,19 @@ def test_page_names_the_node_and_counts_visits(node: NodeApp) -> None:
     assert cookie.value not in text and len(answer["session"]) == 12  # a hash ref, never the id
 
 
+def test_head_answers_as_get_without_a_body_or_a_visit(node: NodeApp) -> None:
+    # curl -I, uptime probes: a HEAD of the page is a 200 like its GET, with
+    # no body and no visit counted (it changes nothing).
+    client = Client(node)
+    client.get("/")
+    for path in ("/", "/state.json"):
+        head = client.head(path)
+        assert head.status_code == 200, path
+        assert head.get_data() == b""
+        assert int(head.headers["Content-Length"]) > 0
+    assert state(client.get("/state.json"))["visits"] == 1
+
+
 def test_sign_in_rotates_and_expires_while_the_cart_stays(
     node: NodeApp, clock: ManualClock
 ) -> None:

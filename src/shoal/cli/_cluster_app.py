@@ -157,13 +157,18 @@ class NodeApp:
         method = environ["REQUEST_METHOD"]
         session: Session = environ["shoal.session"]
         route = _ACTIONS.get(path) if method == "POST" else None
-        if method == "GET" and path == "/":
-            session["visits"] = session.get("visits", 0) + 1
-            state = self.state(session)  # before start_response: shoal saves there
-            body = render_page(state, self.nodes).encode()
-            return _answer(start_response, "200 OK", body, "text/html; charset=utf-8")
-        if method == "GET" and path == "/state.json":
-            return _json(start_response, "200 OK", self.state(session))
+        if method in ("GET", "HEAD") and path in ("/", "/state.json"):
+            # HEAD (curl -I, a probe): GET's headers, no body, no visit counted.
+            head = method == "HEAD"
+            if path == "/state.json":
+                answer = _json(start_response, "200 OK", self.state(session))
+            else:
+                if not head:
+                    session["visits"] = session.get("visits", 0) + 1
+                state = self.state(session)  # before start_response: shoal saves there
+                body = render_page(state, self.nodes).encode()
+                answer = _answer(start_response, "200 OK", body, "text/html; charset=utf-8")
+            return [b""] if head else answer
         if method == "POST" and path == "/logout-everywhere":
             route = self._logout_everywhere
         if route is None:
