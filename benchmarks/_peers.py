@@ -23,7 +23,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -438,9 +438,14 @@ def asgi_session_app(*, load: bool = False) -> Any:
     return app
 
 
-def asgi_contestant(app: Any) -> Request:
+def asgi_contestant(
+    app: Any, *, aclose: Callable[[], Awaitable[None]] | None = None, stack: ExitStack | None = None
+) -> Request:
+    """Requests to ``app`` on one client; ``aclose`` awaited on its loop when ``stack`` ends."""
     client = AsgiClient(app)
     client("/fill")
+    if aclose is not None and stack is not None:
+        stack.callback(lambda: client.loop.run_until_complete(aclose()))
     return lambda i: client("/")
 
 
@@ -470,12 +475,9 @@ def shoal_asgi(manager: Any, stack: ExitStack | None = None) -> Request:
     """shoal's ASGI middleware; with ``stack``, the manager's async clients closed at its end."""
     from shoal.asgi import SessionMiddleware
 
-    client = AsgiClient(SessionMiddleware(asgi_session_app(), manager))
-    client("/fill")
-    if stack is not None:
-        # Its async twin's clients live on this client's loop: closed there.
-        stack.callback(lambda: client.loop.run_until_complete(manager.aclose()))
-    return lambda i: client("/")
+    # Its async twin's clients live on the client's loop: closed there.
+    app = SessionMiddleware(asgi_session_app(), manager)
+    return asgi_contestant(app, aclose=manager.aclose, stack=stack)
 
 
 def tmp_dir(base: str, name: str) -> str:
